@@ -1,0 +1,218 @@
+// The onestep command line: train, sample, eval and info (contract in README.md).
+// Bad input of any kind ends with one line on stderr and exit status 2.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "onestep/core/compat.h"
+#include "onestep/core/config.h"
+#include "onestep/core/error.h"
+#include "onestep/core/image_io.h"
+#include "onestep/core/npy.h"
+#include "onestep/core/runtime.h"
+#include "onestep/data/dataset.h"
+#include "onestep/eval/evaluate.h"
+#include "onestep/eval/sample_picture.h"
+#include "onestep/methods/method.h"
+#include "onestep/train/checkpoint.h"
+#include "onestep/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace onestep;
+
+namespace {
+
+std::string default_run_dir(const Config& config) {
+  std::string data = config.get_string("data.name");
+  for (char& ch : data)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-') ch = '-';
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
+  return (fs::path("runs") / (config.get_string("method.name") + "-" + data + "-" + stamp)).string();
+}
+
+// A network loaded from a checkpoint, ready to sample: EMA weights unless told otherwise.
+struct LoadedModel {
+  Checkpoint checkpoint;
+  std::unique_ptr<Method> method;
+  Network net;
+  torch::Device device = torch::kCPU;
+};
+
+LoadedModel load_model(const std::string& path, const std::vector<std::string>& overrides, bool use_ema) {
+  LoadedModel model{read_checkpoint(path), nullptr, nullptr};
+  for (const auto& assignment : overrides) model.checkpoint.config.apply_override(assignment);
+  const Config& config = model.checkpoint.config;
+  set_threads(config.get_int("train.threads"));
+  model.device = resolve_device(config.get_string("train.device"));
+  model.method = make_method(config);
+  model.net = make_network(config, model.method->net_spec(model.checkpoint.sample_shape, model.checkpoint.num_classes));
+  load_network(*model.net, model.checkpoint, use_ema ? "ema" : "model");
+  model.net->to(model.device);
+  model.net->eval();
+  return model;
+}
+
+int run_train(const std::string& config_file, const std::string& out_dir, const std::string& resume_dir,
+              const std::vector<std::string>& overrides) {
+  TrainRequest request;
+  if (!resume_dir.empty()) {
+    if (!config_file.empty()) throw UserError("--resume takes its config from the checkpoint; drop -c " + config_file);
+    request.config = read_checkpoint(resume_dir).config;
+    request.out_dir = resume_dir;
+    request.resume = true;
+  } else if (!config_file.empty()) {
+    request.config.apply_toml_file(config_file);
+  }
+  for (const auto& assignment : overrides) request.config.apply_override(assignment);
+  if (!request.resume) request.out_dir = out_dir.empty() ? default_run_dir(request.config) : out_dir;
+  set_threads(request.config.get_int("train.threads"));
+  train(request);
+  return 0;
+}
+
+int run_sample(const std::string& ckpt, int64_t nfe, int64_t num, int64_t seed, int64_t class_label, bool raw,
+               const std::string& out, const std::vector<std::string>& overrides) {
+  const std::string ext = fs::path(out).extension().string();
+  if (ext != ".png" && ext != ".npy") throw UserError("--out " + out + ": expected a .png or .npy file name");
+  LoadedModel model = load_model(ckpt, overrides, !raw);
+  const int64_t classes = model.checkpoint.num_classes;
+  torch::Tensor labels;
+  if (class_label >= 0) {
+    if (class_label >= classes)
+      throw UserError("--class " + std::to_string(class_label) + ": the model has " + std::to_string(classes) +
+                      " classes (0.." + std::to_string(std::max<int64_t>(classes - 1, 0)) + ")");
+    labels = torch::full({num}, class_label, torch::kLong);
+  } else if (classes > 0) {
+    auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed) + 1);
+    labels = torch::randint(classes, {num}, gen);
+  }
+  const auto samples = generate_samples(*model.method, *model.net, model.checkpoint.sample_shape, num, labels, nfe,
+                                        static_cast<uint64_t>(seed), model.device);
+  if (ext == ".npy") {
+    write_npy(out, samples);
+  } else {
+    const std::string caption = model.method->name() + ", " + std::to_string(nfe) + " NFE";
+    write_png(out, render_sample_picture(torch::empty({0, samples.size(1)}), {{caption, samples}}));
+  }
+  std::printf("wrote %lld samples (%lld NFE) to %s\n", static_cast<long long>(num), static_cast<long long>(nfe),
+              out.c_str());
+  return 0;
+}
+
+int run_eval(const std::string& ckpt, const std::string& nfe_list, int64_t num, int64_t seed, bool raw,
+             std::vector<std::string> overrides) {
+  if (!nfe_list.empty()) overrides.push_back("eval.nfe=" + nfe_list);
+  if (num > 0) overrides.push_back("eval.num=" + std::to_string(num));
+  if (seed >= 0) overrides.push_back("eval.seed=" + std::to_string(seed));
+  LoadedModel model = load_model(ckpt, overrides, !raw);
+  const Config& config = model.checkpoint.config;
+  auto dataset = make_dataset(config);
+  const auto rows = evaluate(*model.method, *model.net, *dataset, config.get_int_list("eval.nfe"),
+                             config.get_int("eval.num"), static_cast<uint64_t>(config.get_int("eval.seed")), model.device);
+  std::printf("%s at step %lld on %s, %lld held-out samples, %s weights\n", model.method->name().c_str(),
+              static_cast<long long>(model.checkpoint.step), dataset->describe().c_str(),
+              static_cast<long long>(config.get_int("eval.num")), raw ? "raw" : "EMA");
+  std::printf("%s%s\n", format_eval_table(rows).c_str(), eval_json(rows).c_str());
+  return 0;
+}
+
+int run_info(bool keys, const std::string& ckpt) {
+  if (keys) {
+    for (const auto& spec : Config::schema())
+      std::printf("%-24s = %-14s %s\n", spec.key.c_str(), spec.default_value.c_str(), spec.help.c_str());
+    return 0;
+  }
+  if (!ckpt.empty()) {
+    const Checkpoint checkpoint = read_checkpoint(ckpt);
+    std::string shape;
+    for (const int64_t d : checkpoint.sample_shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
+    std::printf("checkpoint %s\nstep %lld, sample shape %s, %lld classes, %zu tensors\n\n%s",
+                checkpoint.path.c_str(), static_cast<long long>(checkpoint.step), shape.c_str(),
+                static_cast<long long>(checkpoint.num_classes), checkpoint.file.tensors.size(),
+                checkpoint.config.to_toml().c_str());
+    return 0;
+  }
+  const auto join = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
+    return out;
+  };
+  std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores)\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
+              "0.1.0", compat::torch_version().c_str(), set_threads(0), std::thread::hardware_concurrency(),
+              torch::cuda::is_available() ? ("yes, " + std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
+                                          : "no",
+              join(method_names()).c_str(), join(network_names()).c_str(), join(dataset_names()).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"onestep: train and evaluate one-step and few-step generative models"};
+  app.require_subcommand(1);
+
+  std::string config_file, out_dir, resume_dir, ckpt, out_file, nfe_list;
+  std::vector<std::string> overrides;
+  int64_t nfe = 1, num = 1000, seed = 0, class_label = -1, eval_num = 0, eval_seed = -1;
+  bool raw = false, keys = false;
+
+  auto* train_cmd = app.add_subcommand("train", "train a model; writes config.toml, checkpoint.safetensors, "
+                                                "metrics.jsonl, samples.png and report.html into the run folder");
+  train_cmd->add_option("-c,--config", config_file, "TOML config file")->check(CLI::ExistingFile);
+  train_cmd->add_option("--out", out_dir, "run folder (default runs/<method>-<data>-<time>)");
+  train_cmd->add_option("--resume", resume_dir, "continue the run in this folder from its checkpoint")
+      ->check(CLI::ExistingDirectory);
+  train_cmd->add_option("overrides", overrides, "config overrides section.key=value");
+  train_cmd->get_option("--out")->excludes("--resume");
+
+  auto* sample_cmd = app.add_subcommand("sample", "generate samples from a checkpoint into .png or .npy");
+  sample_cmd->add_option("--ckpt", ckpt, "checkpoint file or run folder")->required();
+  sample_cmd->add_option("--nfe", nfe, "network evaluations per sample")->check(CLI::PositiveNumber);
+  sample_cmd->add_option("--num", num, "number of samples")->check(CLI::PositiveNumber);
+  sample_cmd->add_option("--seed", seed, "noise seed")->check(CLI::NonNegativeNumber);
+  sample_cmd->add_option("--class", class_label, "class label (conditional models; default: random classes)");
+  sample_cmd->add_flag("--no-ema", raw, "use the raw weights instead of the EMA");
+  sample_cmd->add_option("--out", out_file, "output file, .png (picture) or .npy (float32 array N x dims)")->required();
+  sample_cmd->add_option("overrides", overrides, "config overrides, e.g. method.sampler=heun method.cfg_scale=2");
+
+  auto* eval_cmd = app.add_subcommand("eval", "score samples against held-out data; last line is JSON");
+  eval_cmd->add_option("--ckpt", ckpt, "checkpoint file or run folder")->required();
+  eval_cmd->add_option("--nfe", nfe_list, "comma-separated NFE values (default: the run's eval.nfe)");
+  eval_cmd->add_option("--num", eval_num, "samples per metric (default: the run's eval.num)")->check(CLI::PositiveNumber);
+  eval_cmd->add_option("--seed", eval_seed, "noise seed (default: the run's eval.seed)")->check(CLI::NonNegativeNumber);
+  eval_cmd->add_flag("--no-ema", raw, "use the raw weights instead of the EMA");
+  eval_cmd->add_option("overrides", overrides, "config overrides, e.g. method.sampler=heun");
+
+  auto* info_cmd = app.add_subcommand("info", "versions, threads, devices and the known names");
+  info_cmd->add_flag("--keys", keys, "list every config key with its default and meaning");
+  info_cmd->add_option("--ckpt", ckpt, "describe a checkpoint");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& err) {
+    const int status = app.exit(err);
+    return status == 0 ? 0 : kUserErrorExitStatus;
+  }
+
+  try {
+    if (*train_cmd) return run_train(config_file, out_dir, resume_dir, overrides);
+    if (*sample_cmd) return run_sample(ckpt, nfe, num, seed, class_label, raw, out_file, overrides);
+    if (*eval_cmd) return run_eval(ckpt, nfe_list, eval_num, eval_seed, raw, overrides);
+    if (*info_cmd) return run_info(keys, ckpt);
+  } catch (const UserError& err) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", err.what());
+    return kUserErrorExitStatus;
+  } catch (const TrainingStopped& err) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "stopped: %s\n", err.what());
+    return 1;
+  }
+  return 0;
+}

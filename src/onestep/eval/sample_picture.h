@@ -1,0 +1,19 @@
+// One picture of a model's samples: for point data, scatter panels of held-out data and of
+// the samples at each NFE on a shared axis range; for images, a grid of samples per NFE
+// (one row per class for class-conditional models), side by side.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace onestep {
+
+// `reference`: held-out data (N x shape); `samples`: (caption, N x shape) per panel.
+// Returns H x W x C uint8, ready for write_png.
+torch::Tensor render_sample_picture(const torch::Tensor& reference,
+                                    const std::vector<std::pair<std::string, torch::Tensor>>& samples);
+
+}  // namespace onestep

@@ -1,0 +1,37 @@
+// Flow Matching (spec §1), the multi-step baseline: regress v_theta(z_t, t) = net(z_t, t, 0, c)
+// onto the conditional velocity v_t = e - x along z_t = (1 - t) x + t e; sample with Euler or
+// Heun on a uniform grid from t = 1 to 0, with optional classifier-free guidance.
+#pragma once
+
+#include "onestep/methods/method.h"
+#include "onestep/methods/time_sampler.h"
+
+namespace onestep {
+
+struct FlowMatchingOptions {
+  TimeSampler time_sampler;
+  double label_dropout = 0.1;
+  std::string sampler = "euler";  // or "heun"
+  double cfg_scale = 1.0;
+};
+
+class FlowMatching : public Method {
+ public:
+  explicit FlowMatching(FlowMatchingOptions options) : options_(std::move(options)) {}
+  static FlowMatchingOptions options_from_config(const Config& config);
+
+  std::string name() const override { return "fm"; }
+  LossOutput loss(const LossContext& context, const Batch& batch) override;
+  // Euler: nfe steps. Heun: (nfe + 1) / 2 steps, the last one Euler, so nfe must be odd.
+  // With CFG each evaluation runs the conditional and unconditional pass in one batch.
+  torch::Tensor sample(NetworkImpl& net, const torch::Tensor& noise, const torch::Tensor& labels,
+                       int64_t nfe) override;
+
+ private:
+  // Guided velocity v = v(z,t,null) + w (v(z,t,c) - v(z,t,null)); plain v when unguided.
+  torch::Tensor velocity(NetworkImpl& net, const torch::Tensor& z, double t, const torch::Tensor& labels);
+
+  FlowMatchingOptions options_;
+};
+
+}  // namespace onestep

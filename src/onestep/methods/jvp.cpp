@@ -1,0 +1,57 @@
+// Forward-mode and double-backward Jacobian-vector products (see jvp.h).
+#include "onestep/methods/jvp.h"
+
+#include "onestep/core/compat.h"
+
+namespace onestep {
+
+JvpMode jvp_mode_from_name(const std::string& name) {
+  return name == "double-backward" ? JvpMode::DoubleBackward : JvpMode::Forward;
+}
+
+namespace {
+
+std::pair<torch::Tensor, torch::Tensor> forward_mode_jvp(const TensorFunction& f,
+                                                         const std::vector<torch::Tensor>& primals,
+                                                         const std::vector<torch::Tensor>& tangents,
+                                                         bool create_graph) {
+  compat::DualLevel level;
+  std::vector<torch::Tensor> duals;
+  duals.reserve(primals.size());
+  for (size_t i = 0; i < primals.size(); ++i) duals.push_back(compat::make_dual(primals[i], tangents[i], level));
+  auto [out, tangent_out] = compat::unpack_dual(f(duals), level);
+  if (!tangent_out.defined()) tangent_out = torch::zeros_like(out);
+  return {out, create_graph ? tangent_out : tangent_out.detach()};
+}
+
+std::pair<torch::Tensor, torch::Tensor> double_backward_jvp(const TensorFunction& f,
+                                                            const std::vector<torch::Tensor>& primals,
+                                                            const std::vector<torch::Tensor>& tangents,
+                                                            bool create_graph) {
+  std::vector<torch::Tensor> inputs;
+  for (const auto& p : primals) inputs.push_back(p.detach().requires_grad_(true));
+  const auto out = f(inputs);
+  // J^T w is linear in the dummy cotangent w; differentiating <J^T w, v> in w gives J v.
+  const auto w = torch::zeros_like(out, torch::requires_grad());
+  const auto vjp = torch::autograd::grad({out}, inputs, {w}, /*retain_graph=*/true, /*create_graph=*/true,
+                                         /*allow_unused=*/true);
+  auto dot = torch::zeros({}, out.options());
+  for (size_t i = 0; i < vjp.size(); ++i)
+    if (vjp[i].defined()) dot = dot + (vjp[i] * tangents[i]).sum();
+  if (!dot.requires_grad()) return {out, torch::zeros_like(out)};
+  auto tangent_out = torch::autograd::grad({dot}, {w}, {}, /*retain_graph=*/true, create_graph, true)[0];
+  if (!tangent_out.defined()) tangent_out = torch::zeros_like(out);
+  return {out, create_graph ? tangent_out : tangent_out.detach()};
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> jvp(const TensorFunction& f, const std::vector<torch::Tensor>& primals,
+                                            const std::vector<torch::Tensor>& tangents, JvpMode mode,
+                                            bool create_graph) {
+  TORCH_CHECK(primals.size() == tangents.size(), "jvp: ", primals.size(), " primals but ", tangents.size(), " tangents");
+  if (mode == JvpMode::Forward) return forward_mode_jvp(f, primals, tangents, create_graph);
+  return double_backward_jvp(f, primals, tangents, create_graph);
+}
+
+}  // namespace onestep

@@ -1,0 +1,28 @@
+// Jacobian-vector products of a function of several tensors, shared by MeanFlow and TVM.
+// `Forward` uses forward-mode AD (dual tensors, one pass); `DoubleBackward` computes
+// J v = d/dw <J^T w, v> with two reverse passes, for ops that lack a forward-mode formula.
+// The primal output keeps its autograd graph (losses differentiate through it); the tangent
+// output keeps its graph only with `create_graph` (TVM differentiates through the JVP).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace onestep {
+
+enum class JvpMode { Forward, DoubleBackward };
+
+JvpMode jvp_mode_from_name(const std::string& name);
+
+using TensorFunction = std::function<torch::Tensor(const std::vector<torch::Tensor>&)>;
+
+// Returns (f(primals), J_f(primals) · tangents).
+std::pair<torch::Tensor, torch::Tensor> jvp(const TensorFunction& f, const std::vector<torch::Tensor>& primals,
+                                            const std::vector<torch::Tensor>& tangents, JvpMode mode,
+                                            bool create_graph);
+
+}  // namespace onestep

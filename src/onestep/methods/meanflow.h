@@ -1,0 +1,66 @@
+// MeanFlow (spec §2): a network u_theta(z, r, t) = net(z, t, h = t - r, c) of the average
+// velocity over [r, t], trained through the MeanFlow identity u = v - (t - r) du/dt, with
+// du/dt = v . d_z u + d_t u from one Jacobian-vector product; adaptive loss weighting; CFG
+// folded into training; sampler z_r = z_t - (t - r) u_theta(z_t, r, t) on any k-step grid.
+#pragma once
+
+#include "onestep/methods/jvp.h"
+#include "onestep/methods/method.h"
+#include "onestep/methods/time_sampler.h"
+
+namespace onestep {
+
+struct MeanFlowOptions {
+  TimeSampler time_sampler;    // each of the two draws of (t, r)
+  double ratio = 0.25;         // share of the batch with r != t
+  double adaptive_p = 1.0;     // w = 1 / (L + c)^p
+  double adaptive_c = 1e-3;
+  double label_dropout = 0.1;
+  double cfg_omega = 1.0;      // CFG folded into training (omega = 1, kappa = 0: off)
+  double cfg_kappa = 0.0;
+  double cfg_t_lo = 0.0;
+  double cfg_t_hi = 1.0;
+  JvpMode jvp_mode = JvpMode::Forward;
+  // JVP tangent on (r, t) besides v on z; (0, 1) is correct, others exist for the ablation.
+  double tangent_r = 0.0;
+  double tangent_t = 1.0;
+};
+
+// (t, r) pairs: two draws, t the larger, r the smaller, then r = t for a share 1 - ratio.
+struct TimePair {
+  torch::Tensor t, r;
+};
+
+class MeanFlow : public Method {
+ public:
+  explicit MeanFlow(MeanFlowOptions options) : options_(std::move(options)) {}
+  static MeanFlowOptions options_from_config(const Config& config);
+
+  std::string name() const override { return "meanflow"; }
+  TimePair sample_time_pair(int64_t n, torch::Generator& gen) const;
+  LossOutput loss(const LossContext& context, const Batch& batch) override;
+  torch::Tensor sample(NetworkImpl& net, const torch::Tensor& noise, const torch::Tensor& labels,
+                       int64_t nfe) override;
+
+  // u_theta(z, r, t) and du/dt along the tangent (v, tangent_r, tangent_t) on (z, r, t),
+  // from one JVP. Exposed for tests.
+  std::pair<torch::Tensor, torch::Tensor> average_velocity_and_time_derivative(
+      NetworkImpl& net, const torch::Tensor& z, const torch::Tensor& r, const torch::Tensor& t,
+      const torch::Tensor& c, const torch::Tensor& v) const;
+
+  // The regression target sg(v - clip(t - r, 0, 1) du/dt).
+  static torch::Tensor target(const torch::Tensor& v, const torch::Tensor& du_dt, const torch::Tensor& r,
+                              const torch::Tensor& t);
+
+ private:
+  // The velocity used as target and JVP tangent: v_t, or the CFG-folded
+  // omega v_t + kappa v(z,t,c) + (1 - omega - kappa) v(z,t,null) for conditional samples
+  // with t in [t_lo, t_hi].
+  torch::Tensor guided_velocity(NetworkImpl& net, const torch::Tensor& z_t, const torch::Tensor& t,
+                                const torch::Tensor& v_t, const torch::Tensor& labels,
+                                const torch::Tensor& dropped) const;
+
+  MeanFlowOptions options_;
+};
+
+}  // namespace onestep

@@ -1,0 +1,127 @@
+// Checkpoint writing and checked loading (see checkpoint.h).
+#include "onestep/train/checkpoint.h"
+
+#include <filesystem>
+#include <sstream>
+
+#include "onestep/core/error.h"
+#include "onestep/train/optimizer.h"
+
+namespace onestep {
+namespace {
+
+void add_network(SafetensorsFile& file, const NetworkImpl& net, const std::string& prefix) {
+  for (const auto& item : net.named_parameters()) file.tensors[prefix + "." + item.key()] = item.value().detach().cpu();
+  for (const auto& item : net.named_buffers()) file.tensors[prefix + "." + item.key()] = item.value().detach().cpu();
+}
+
+std::string to_hex(const torch::Tensor& bytes) {
+  static const char* digits = "0123456789abcdef";
+  const auto contiguous = bytes.contiguous();
+  const auto* data = contiguous.data_ptr<uint8_t>();
+  std::string out;
+  out.reserve(2 * contiguous.numel());
+  for (int64_t i = 0; i < contiguous.numel(); ++i) {
+    out += digits[data[i] >> 4];
+    out += digits[data[i] & 15];
+  }
+  return out;
+}
+
+torch::Tensor from_hex(const std::string& hex, const std::string& origin) {
+  if (hex.size() % 2 != 0) throw UserError(origin + ": metadata 'rng_state' is not a hex string");
+  auto out = torch::empty({static_cast<int64_t>(hex.size() / 2)}, torch::kUInt8);
+  auto* data = out.data_ptr<uint8_t>();
+  const auto nibble = [&](char ch) -> int {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    throw UserError(origin + ": metadata 'rng_state' is not a hex string");
+  };
+  for (size_t i = 0; i < hex.size() / 2; ++i) data[i] = static_cast<uint8_t>(nibble(hex[2 * i]) * 16 + nibble(hex[2 * i + 1]));
+  return out;
+}
+
+const std::string& metadata(const Checkpoint& checkpoint, const std::string& key) {
+  const auto it = checkpoint.file.metadata.find(key);
+  if (it == checkpoint.file.metadata.end())
+    throw UserError(checkpoint.path + ": not an onestep checkpoint (metadata '" + key + "' missing)");
+  return it->second;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const CheckpointContents& contents) {
+  SafetensorsFile file;
+  add_network(file, contents.model, "model");
+  add_network(file, contents.ema, "ema");
+  if (contents.target_ema) add_network(file, *contents.target_ema, "target_ema");
+  for (const auto& [name, tensor] : contents.optimizer.state()) file.tensors["optimizer." + name] = tensor.detach().cpu();
+  file.metadata["format_version"] = std::to_string(kCheckpointFormatVersion);
+  file.metadata["config"] = contents.config.to_toml();
+  file.metadata["step"] = std::to_string(contents.step);
+  file.metadata["rng_state"] = to_hex(contents.gen.get_state());
+  std::string shape;
+  for (const int64_t d : contents.sample_shape) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+  file.metadata["sample_shape"] = shape;
+  file.metadata["num_classes"] = std::to_string(contents.num_classes);
+  file.metadata["producer"] = "onestep";
+  write_safetensors(path, file);
+}
+
+Checkpoint read_checkpoint(const std::string& path) {
+  Checkpoint checkpoint;
+  checkpoint.path = std::filesystem::is_directory(path) ? (std::filesystem::path(path) / kCheckpointFileName).string() : path;
+  if (!std::filesystem::exists(checkpoint.path)) throw UserError(checkpoint.path + ": checkpoint file not found");
+  checkpoint.file = read_safetensors(checkpoint.path);
+  const std::string& version = metadata(checkpoint, "format_version");
+  if (version != std::to_string(kCheckpointFormatVersion))
+    throw UserError(checkpoint.path + ": checkpoint format_version " + version + ", this onestep reads version " +
+                    std::to_string(kCheckpointFormatVersion));
+  checkpoint.config.apply_toml(metadata(checkpoint, "config"), checkpoint.path + " (embedded config)");
+  const auto integer = [&](const std::string& key, const std::string& text) {
+    size_t used = 0;
+    int64_t value = -1;
+    try {
+      value = std::stoll(text, &used);
+    } catch (const std::logic_error&) {
+      used = 0;
+    }
+    if (used == 0 || used != text.size() || value < 0)
+      throw UserError(checkpoint.path + ": metadata '" + key + "' = '" + text + "' is not a non-negative integer");
+    return value;
+  };
+  checkpoint.step = integer("step", metadata(checkpoint, "step"));
+  checkpoint.num_classes = integer("num_classes", metadata(checkpoint, "num_classes"));
+  std::stringstream shape(metadata(checkpoint, "sample_shape"));
+  for (std::string item; std::getline(shape, item, ',');) checkpoint.sample_shape.push_back(integer("sample_shape", item));
+  if (checkpoint.sample_shape.empty()) throw UserError(checkpoint.path + ": metadata 'sample_shape' is empty");
+  return checkpoint;
+}
+
+void load_network(NetworkImpl& net, const Checkpoint& checkpoint, const std::string& prefix) {
+  torch::NoGradGuard no_grad;
+  const auto load = [&](const std::string& name, torch::Tensor& target) {
+    const auto it = checkpoint.file.tensors.find(prefix + "." + name);
+    if (it == checkpoint.file.tensors.end())
+      throw UserError(checkpoint.path + ": missing tensor '" + prefix + "." + name + "'");
+    if (it->second.sizes() != target.sizes() || it->second.scalar_type() != target.scalar_type())
+      throw UserError(checkpoint.path + ": tensor '" + prefix + "." + name + "' is " +
+                      std::string(c10::toString(it->second.scalar_type())) + c10::str(it->second.sizes()) +
+                      ", the network expects " + std::string(c10::toString(target.scalar_type())) +
+                      c10::str(target.sizes()));
+    target.copy_(it->second);
+  };
+  for (auto& item : net.named_parameters()) load(item.key(), item.value());
+  for (auto& item : net.named_buffers()) load(item.key(), item.value());
+}
+
+void load_training_state(Adam& optimizer, torch::Generator& gen, const Checkpoint& checkpoint) {
+  std::map<std::string, torch::Tensor> state;
+  const std::string prefix = "optimizer.";
+  for (const auto& [name, tensor] : checkpoint.file.tensors)
+    if (name.rfind(prefix, 0) == 0) state[name.substr(prefix.size())] = tensor;
+  optimizer.load_state(state, checkpoint.path);
+  gen.set_state(from_hex(metadata(checkpoint, "rng_state"), checkpoint.path));
+}
+
+}  // namespace onestep

@@ -1,0 +1,54 @@
+// Checkpoints (contract in README): one safetensors file with tensors under model.*, ema.*,
+// target_ema.* (methods with a target network) and optimizer.*, and __metadata__ holding
+// format_version, the resolved config as TOML, the step, the data's sample_shape and
+// num_classes, and the generator state (hex) needed for an exact resume. Written atomically; every load checks the version, names and shapes.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+#include "onestep/core/config.h"
+#include "onestep/core/safetensors.h"
+#include "onestep/nets/network.h"
+
+namespace onestep {
+
+constexpr int kCheckpointFormatVersion = 1;
+constexpr const char* kCheckpointFileName = "checkpoint.safetensors";
+
+class Adam;
+
+struct CheckpointContents {
+  const Config& config;
+  int64_t step;
+  const std::vector<int64_t>& sample_shape;  // one data sample, so sampling needs no data files
+  int64_t num_classes;
+  const NetworkImpl& model;
+  const NetworkImpl& ema;
+  const NetworkImpl* target_ema;  // may be null
+  const Adam& optimizer;
+  const torch::Generator& gen;
+};
+
+void save_checkpoint(const std::string& path, const CheckpointContents& contents);
+
+struct Checkpoint {
+  std::string path;
+  Config config;
+  int64_t step = 0;
+  std::vector<int64_t> sample_shape;
+  int64_t num_classes = 0;
+  SafetensorsFile file;
+};
+
+// `path` is a checkpoint file or a run folder holding checkpoint.safetensors.
+Checkpoint read_checkpoint(const std::string& path);
+
+// Loads tensors "<prefix>.<name>" into the network's parameters and buffers; throws UserError
+// for a missing tensor or a shape mismatch.
+void load_network(NetworkImpl& net, const Checkpoint& checkpoint, const std::string& prefix);
+// Restores the optimizer and the generator state.
+void load_training_state(Adam& optimizer, torch::Generator& gen, const Checkpoint& checkpoint);
+
+}  // namespace onestep

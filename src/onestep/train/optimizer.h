@@ -1,0 +1,50 @@
+// Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) with bias correction, written
+// out so that its whole state is plain named tensors (checkpointed as optimizer.*), identical
+// on every LibTorch version; and the learning-rate schedule (linear warm-up, then constant).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace onestep {
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool decoupled = false;  // AdamW
+};
+
+class Adam {
+ public:
+  Adam(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamOptions options);
+  // One update with learning rate `lr` from the parameters' .grad().
+  void step(double lr);
+  void zero_grad();
+  int64_t step_count() const { return step_count_; }
+
+  // State as named tensors: "<param>.exp_avg", "<param>.exp_avg_sq" and "step".
+  std::map<std::string, torch::Tensor> state() const;
+  // Restores state(); throws UserError naming the missing or mismatched tensor.
+  void load_state(const std::map<std::string, torch::Tensor>& state, const std::string& origin);
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  AdamOptions options_;
+  int64_t step_count_ = 0;
+};
+
+// Learning rate at `step` (0-based): linear warm-up from lr/warmup to lr over `warmup` steps.
+double learning_rate(double lr, int64_t warmup, int64_t step);
+
+// Scales gradients so that their global L2 norm is at most max_norm (0: no clipping);
+// returns the norm before clipping.
+double clip_gradients(const std::vector<torch::Tensor>& params, double max_norm);
+
+}  // namespace onestep

@@ -1,0 +1,90 @@
+// report.html writer (see report.h).
+#include "onestep/train/report.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "onestep/core/atomic_file.h"
+
+namespace onestep {
+namespace {
+
+std::string escape_html(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    switch (ch) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
+}
+
+// Loss against step as an SVG polyline (log-scaled loss when it spans a decade or more).
+std::string loss_curve_svg(const std::vector<std::pair<double, double>>& points) {
+  if (points.size() < 2) return "<p>(not enough logged steps for a curve)</p>";
+  double x_min = points.front().first, x_max = points.back().first;
+  double y_min = 1e300, y_max = -1e300;
+  for (const auto& [x, y] : points) {
+    y_min = std::min(y_min, y);
+    y_max = std::max(y_max, y);
+  }
+  const bool log_scale = y_min > 0 && y_max / y_min >= 10;
+  const auto transform = [&](double y) { return log_scale ? std::log10(y) : y; };
+  const double lo = transform(y_min), hi = transform(y_max) + 1e-12;
+  const double width = 640, height = 240, pad = 40;
+  std::ostringstream svg;
+  svg << "<svg width='" << width << "' height='" << height << "' style='border:1px solid #ccc'>";
+  svg << "<polyline fill='none' stroke='#1f4e9e' stroke-width='1.5' points='";
+  for (const auto& [x, y] : points) {
+    const double px = pad + (x - x_min) / std::max(x_max - x_min, 1e-12) * (width - 2 * pad);
+    const double py = height - pad - (transform(y) - lo) / (hi - lo) * (height - 2 * pad);
+    svg << px << "," << py << " ";
+  }
+  svg << "'/><text x='" << pad << "' y='20' font-size='12'>loss" << (log_scale ? " (log scale)" : "") << ": "
+      << y_max << " .. " << y_min << "</text><text x='" << pad << "' y='" << height - 10
+      << "' font-size='12'>step " << x_min << " .. " << x_max << "</text></svg>";
+  return svg.str();
+}
+
+}  // namespace
+
+void write_report(const std::string& path, const Config& config, const std::string& metrics_path,
+                  const std::vector<EvalRow>& rows) {
+  std::vector<std::pair<double, double>> loss_points;
+  std::ifstream metrics(metrics_path);
+  for (std::string line; std::getline(metrics, line);) {
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (!record.is_discarded() && record.contains("loss"))
+      loss_points.emplace_back(record["step"].get<double>(), record["loss"].get<double>());
+  }
+  std::ostringstream html;
+  html << "<!doctype html><html><head><meta charset='utf-8'><title>onestep run</title>"
+       << "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
+       << "pre{background:#f4f4f4;padding:1em}</style></head><body>";
+  html << "<h1>onestep: " << escape_html(config.get_string("method.name")) << " on "
+       << escape_html(config.get_string("data.name")) << "</h1>";
+  if (!rows.empty()) {
+    html << "<h2>Evaluation (held-out data)</h2><table><tr><th>nfe</th>";
+    for (const auto& [name, value] : rows.front().metrics) html << "<th>" << name << "</th>";
+    html << "</tr>";
+    for (const auto& row : rows) {
+      html << "<tr><td>" << row.nfe << "</td>";
+      for (const auto& [name, value] : row.metrics) html << "<td>" << value << "</td>";
+      html << "</tr>";
+    }
+    html << "</table>";
+  }
+  html << "<h2>Samples</h2><img src='samples.png' alt='samples'>";
+  html << "<h2>Training loss</h2>" << loss_curve_svg(loss_points);
+  html << "<h2>Config</h2><pre>" << escape_html(config.to_toml()) << "</pre></body></html>\n";
+  write_file_atomically(path, html.str());
+}
+
+}  // namespace onestep

@@ -1,0 +1,247 @@
+// The training loop (see trainer.h).
+#include "onestep/train/trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "onestep/core/atomic_file.h"
+#include "onestep/core/error.h"
+#include "onestep/core/image_io.h"
+#include "onestep/core/progress.h"
+#include "onestep/core/runtime.h"
+#include "onestep/eval/evaluate.h"
+#include "onestep/eval/sample_picture.h"
+#include "onestep/methods/method.h"
+#include "onestep/train/checkpoint.h"
+#include "onestep/train/ema.h"
+#include "onestep/train/optimizer.h"
+#include "onestep/train/report.h"
+
+namespace onestep {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kPictureSamples = 2000;   // points per scatter panel
+constexpr int64_t kPictureImages = 64;      // images per grid
+
+// Keeps only the metrics.jsonl records of steps <= `step` (a resumed run rewrites the rest).
+void truncate_metrics(const fs::path& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_discarded() && record.value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  write_file_atomically(path.string(), kept);
+}
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainRequest& request);
+  void run();
+
+ private:
+  void step_once(int64_t step);
+  void log_record(int64_t step);
+  void write_picture(int64_t step);
+  void save(int64_t step);
+
+  Config config_;
+  fs::path out_dir_;
+  torch::Device device_;
+  std::unique_ptr<Dataset> dataset_;
+  std::unique_ptr<Method> method_;
+  NetSpec spec_;
+  Network net_;
+  std::unique_ptr<Ema> ema_, target_ema_;
+  std::unique_ptr<Adam> optimizer_;
+  torch::Generator gen_;
+  int64_t start_step_ = 0, steps_, batch_size_, log_every_;
+  int64_t nonfinite_in_a_row_ = 0, nonfinite_total_ = 0;
+  // Sums since the last record.
+  double loss_sum_ = 0, grad_norm_sum_ = 0;
+  std::map<std::string, double> part_sums_;
+  int64_t window_steps_ = 0;
+  std::ofstream metrics_;
+  std::optional<Progress> progress_;
+};
+
+Trainer::Trainer(const TrainRequest& request)
+    : config_(request.config),
+      out_dir_(request.out_dir),
+      device_(resolve_device(config_.get_string("train.device"))),
+      gen_(at::detail::createCPUGenerator(static_cast<uint64_t>(config_.get_int("train.seed")))) {
+  steps_ = config_.get_int("train.steps");
+  batch_size_ = config_.get_int("train.batch_size");
+  log_every_ = config_.get_int("train.log_every");
+  torch::manual_seed(static_cast<uint64_t>(config_.get_int("train.seed")));  // network initialisation
+  dataset_ = make_dataset(config_);
+  method_ = make_method(config_);
+  spec_ = method_->net_spec(dataset_->sample_shape(), dataset_->num_classes());
+  net_ = make_network(config_, spec_);
+  net_->to(device_);
+  ema_ = std::make_unique<Ema>(make_network(config_, spec_), *net_, config_.get_float("train.ema_decay"));
+  ema_->net().to(device_);
+  if (method_->target_ema_decay() > 0) {
+    target_ema_ = std::make_unique<Ema>(make_network(config_, spec_), *net_, method_->target_ema_decay());
+    target_ema_->net().to(device_);
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : net_->named_parameters()) named.emplace_back(item.key(), item.value());
+  AdamOptions adam;
+  adam.lr = config_.get_float("train.lr");
+  adam.beta1 = config_.get_float("train.beta1");
+  adam.beta2 = config_.get_float("train.beta2");
+  adam.weight_decay = config_.get_float("train.weight_decay");
+  adam.decoupled = config_.get_string("train.optimizer") == "adamw";
+  optimizer_ = std::make_unique<Adam>(std::move(named), adam);
+
+  const fs::path checkpoint_path = out_dir_ / kCheckpointFileName;
+  if (request.resume) {
+    const Checkpoint checkpoint = read_checkpoint(checkpoint_path.string());
+    load_network(*net_, checkpoint, "model");
+    load_network(ema_->net(), checkpoint, "ema");
+    if (target_ema_) load_network(target_ema_->net(), checkpoint, "target_ema");
+    load_training_state(*optimizer_, gen_, checkpoint);
+    start_step_ = checkpoint.step;
+    truncate_metrics(out_dir_ / "metrics.jsonl", start_step_);
+  } else if (fs::exists(checkpoint_path)) {
+    throw UserError(out_dir_.string() + ": already holds a run (" + std::string(kCheckpointFileName) +
+                    "); continue it with --resume " + out_dir_.string() + " or choose another --out");
+  }
+  fs::create_directories(out_dir_);
+  write_file_atomically((out_dir_ / "config.toml").string(), config_.to_toml());
+  metrics_.open(out_dir_ / "metrics.jsonl", std::ios::app);
+}
+
+void Trainer::step_once(int64_t step) {
+  Batch batch = dataset_->train_batch(batch_size_, gen_);
+  batch.x = batch.x.to(device_);
+  if (batch.y.defined()) batch.y = batch.y.to(device_);
+  const LossOutput out = method_->loss({*net_, target_ema_ ? &target_ema_->net() : nullptr, gen_}, batch);
+  const double loss = out.loss.item<double>();
+  double grad_norm = NAN;
+  if (std::isfinite(loss)) {
+    optimizer_->zero_grad();
+    out.loss.backward();
+    grad_norm = clip_gradients(net_->parameters(), config_.get_float("train.grad_clip"));
+  }
+  if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+    ++nonfinite_total_;
+    if (++nonfinite_in_a_row_ >= config_.get_int("train.max_nonfinite"))
+      throw TrainingStopped("step " + std::to_string(step + 1) + ": " + std::to_string(nonfinite_in_a_row_) +
+                            " non-finite losses in a row; stopped. The last good checkpoint is kept in " +
+                            out_dir_.string());
+    return;
+  }
+  nonfinite_in_a_row_ = 0;
+  optimizer_->step(learning_rate(config_.get_float("train.lr"), config_.get_int("train.warmup"), step));
+  ema_->update(*net_);
+  if (target_ema_) target_ema_->update(*net_);
+  loss_sum_ += loss;
+  grad_norm_sum_ += grad_norm;
+  for (const auto& [name, value] : out.parts) part_sums_[name] += value.item<double>();
+  ++window_steps_;
+}
+
+void Trainer::log_record(int64_t step) {
+  nlohmann::ordered_json record;
+  record["step"] = step;
+  const double n = static_cast<double>(std::max<int64_t>(window_steps_, 1));
+  record["loss"] = loss_sum_ / n;
+  for (const auto& [name, sum] : part_sums_) record[name] = sum / n;
+  record["grad_norm"] = grad_norm_sum_ / n;
+  record["lr"] = learning_rate(config_.get_float("train.lr"), config_.get_int("train.warmup"), step - 1);
+  record["nonfinite_skipped"] = nonfinite_total_;
+  record["steps_per_s"] = progress_->steps_per_second();
+  metrics_ << record.dump() << "\n";
+  metrics_.flush();
+  char detail[128];
+  std::snprintf(detail, sizeof(detail), "loss %.4f", loss_sum_ / n);
+  progress_->update(step, detail);
+  loss_sum_ = grad_norm_sum_ = 0;
+  part_sums_.clear();
+  window_steps_ = 0;
+}
+
+void Trainer::write_picture(int64_t step) {
+  const bool points = dataset_->sample_shape().size() == 1;
+  const Batch reference = dataset_->heldout(points ? kPictureSamples : kPictureImages);
+  const int64_t count = reference.x.size(0);
+  std::vector<std::pair<std::string, torch::Tensor>> panels;
+  const bool use_ema = config_.get_bool("eval.use_ema");
+  for (const int64_t nfe : config_.get_int_list("eval.nfe")) {
+    auto samples = generate_samples(*method_, use_ema ? ema_->net() : *net_, dataset_->sample_shape(), count,
+                                    reference.y, nfe, static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
+    panels.emplace_back(method_->name() + ", " + std::to_string(nfe) + " NFE, step " + std::to_string(step),
+                        std::move(samples));
+  }
+  const auto picture = render_sample_picture(reference.x, panels);
+  fs::create_directories(out_dir_ / "samples");
+  char name[64];
+  std::snprintf(name, sizeof(name), "step_%08lld.png", static_cast<long long>(step));
+  write_png((out_dir_ / "samples" / name).string(), picture);
+  write_png((out_dir_ / "samples.png").string(), picture);
+}
+
+void Trainer::save(int64_t step) {
+  save_checkpoint((out_dir_ / kCheckpointFileName).string(),
+                  {config_, step, dataset_->sample_shape(), dataset_->num_classes(), *net_, ema_->net(),
+                   target_ema_ ? &target_ema_->net() : nullptr, *optimizer_, gen_});
+}
+
+void Trainer::run() {
+  std::printf("onestep train: %s on %s, network %s (%lld parameters), %s, %d threads\n", method_->name().c_str(),
+              dataset_->describe().c_str(), config_.get_string("model.name").c_str(),
+              static_cast<long long>(count_parameters(*net_)), device_.str().c_str(), at::get_num_threads());
+  std::printf("run folder: %s%s\n", out_dir_.string().c_str(),
+              start_step_ > 0 ? (" (resumed at step " + std::to_string(start_step_) + ")").c_str() : "");
+  std::fflush(stdout);
+  net_->train();
+  progress_.emplace(start_step_, steps_, log_every_);
+  const int64_t sample_every = config_.get_int("train.sample_every");
+  const int64_t ckpt_every = config_.get_int("train.ckpt_every");
+  for (int64_t step = start_step_; step < steps_; ++step) {
+    step_once(step);
+    const int64_t done = step + 1;
+    if (done % log_every_ == 0 || done == steps_) log_record(done);
+    if (sample_every > 0 && done % sample_every == 0 && done != steps_) write_picture(done);
+    if (ckpt_every > 0 && done % ckpt_every == 0 && done != steps_) save(done);
+  }
+  progress_->finish();
+  save(steps_);
+  write_picture(steps_);
+  std::vector<EvalRow> rows;
+  if (config_.get_bool("eval.at_end")) {
+    const bool use_ema = config_.get_bool("eval.use_ema");
+    rows = evaluate(*method_, use_ema ? ema_->net() : *net_, *dataset_, config_.get_int_list("eval.nfe"),
+                    config_.get_int("eval.num"), static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
+    std::printf("evaluation against %lld held-out samples (%s weights):\n%s",
+                static_cast<long long>(config_.get_int("eval.num")), use_ema ? "EMA" : "raw",
+                format_eval_table(rows).c_str());
+    nlohmann::ordered_json record;
+    record["step"] = steps_;
+    record["eval"] = nlohmann::ordered_json::parse(eval_json(rows))["results"];
+    metrics_ << record.dump() << "\n";
+    metrics_.flush();
+  }
+  write_report((out_dir_ / "report.html").string(), config_, (out_dir_ / "metrics.jsonl").string(), rows);
+  std::printf("samples: %s\nreport:  %s\ncheckpoint: %s\n", (out_dir_ / "samples.png").string().c_str(),
+              (out_dir_ / "report.html").string().c_str(), (out_dir_ / kCheckpointFileName).string().c_str());
+}
+
+}  // namespace
+
+void train(const TrainRequest& request) {
+  Trainer trainer(request);
+  trainer.run();
+}
+
+}  // namespace onestep
