@@ -98,7 +98,7 @@ int run_sample(const std::string& ckpt, int64_t nfe, int64_t num, int64_t seed, 
     write_npy(out, samples);
   } else {
     const std::string caption = model.method->name() + ", " + std::to_string(nfe) + " NFE";
-    write_png(out, render_sample_picture(torch::empty({0, samples.size(1)}), {{caption, samples}}));
+    write_png(out, render_sample_picture(torch::Tensor(), {{caption, samples}}));
   }
   std::printf("wrote %lld samples (%lld NFE) to %s\n", static_cast<long long>(num), static_cast<long long>(nfe),
               out.c_str());
@@ -212,6 +212,10 @@ int main(int argc, char** argv) {
   } catch (const TrainingStopped& err) {
     std::fflush(stdout);
     std::fprintf(stderr, "stopped: %s\n", err.what());
+    return 1;
+  } catch (const std::exception& err) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "internal error (please report): %s\n", err.what());
     return 1;
   }
   return 0;

@@ -126,11 +126,16 @@ std::string type_name(ValueType type) {
   return "?";
 }
 
+// Shortest text that reads back as the same double.
 std::string format_double(double value) {
-  std::ostringstream out;
-  out.precision(17);
-  out << value;
-  std::string text = out.str();
+  std::string text;
+  for (int precision = 6; precision <= 17; ++precision) {
+    std::ostringstream out;
+    out.precision(precision);
+    out << value;
+    text = out.str();
+    if (std::stod(text) == value) break;
+  }
   if (text.find_first_of(".eEn") == std::string::npos) text += ".0";
   return text;
 }
@@ -236,7 +241,7 @@ const std::vector<KeySpec>& Config::schema() {
 }
 
 Config::Config() {
-  for (const auto& spec : schema()) values_[spec.key] = spec.default_value;
+  for (const auto& spec : schema()) values_[spec.key] = canonical_value(spec, spec.default_value, "schema");
 }
 
 void Config::set(const std::string& key, const std::string& value, const std::string& origin) {

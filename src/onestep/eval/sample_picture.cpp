@@ -9,8 +9,9 @@ namespace onestep {
 
 torch::Tensor render_sample_picture(const torch::Tensor& reference,
                                     const std::vector<std::pair<std::string, torch::Tensor>>& samples) {
-  if (reference.dim() <= 2) {
-    std::vector<ScatterPanel> panels = {{"held-out data", reference.reshape({reference.size(0), -1})}};
+  if (samples.front().second.dim() <= 2) {
+    std::vector<ScatterPanel> panels;
+    if (reference.defined()) panels.push_back({"held-out data", reference.reshape({reference.size(0), -1})});
     for (const auto& [caption, points] : samples) panels.push_back({caption, points.reshape({points.size(0), -1})});
     return render_scatter(panels);
   }

@@ -11,7 +11,8 @@
 
 namespace onestep {
 
-// `reference`: held-out data (N x shape); `samples`: (caption, N x shape) per panel.
+// `reference`: held-out data (N x shape), or undefined for none; `samples`: (caption,
+// N x shape) per panel, at least one.
 // Returns H x W x C uint8, ready for write_png.
 torch::Tensor render_sample_picture(const torch::Tensor& reference,
                                     const std::vector<std::pair<std::string, torch::Tensor>>& samples);

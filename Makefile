@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` and `make test`. Both install what is missing
+# (scripts/install-deps.sh), configure and build in Release, then run.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: deps build demo test bench clean
+
+deps:
+	bash scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Trains the default one-step model (MeanFlow) on checkerboard and writes its samples.
+demo: build
+	./$(BUILD)/onestep train -c configs/toy/meanflow-checkerboard.toml
+
+test: build
+	cd $(BUILD) && ctest -j $(JOBS) --output-on-failure
+
+bench: build
+	./$(BUILD)/onestep_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,103 @@
+// MeanFlow oracles (spec §2, §6): r = t gives exactly the Flow Matching target; the Gaussian
+// closed form satisfies the MeanFlow identity through our JVP with the (t, h) tangent, and
+// the wrong tangents do not; the (t, r) sampler keeps r <= t and the configured share r != t;
+// a short run on Gaussian data brings u_theta(z, 0, 1) close to u*(z, 0, 1).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "onestep/core/config.h"
+#include "onestep/methods/jvp.h"
+#include "onestep/methods/meanflow.h"
+#include "onestep/train/checkpoint.h"
+#include "onestep/train/trainer.h"
+
+using namespace onestep;
+
+namespace {
+
+constexpr double kSigma = 0.5;
+
+torch::Tensor s_of(const torch::Tensor& t) { return ((1 - t).pow(2) * kSigma * kSigma + t.pow(2)).sqrt(); }
+
+// v*(z, t) and u*(z, r, t) of spec §2 for x ~ N(0, sigma^2 I), with h = t - r.
+torch::Tensor exact_velocity(const torch::Tensor& z, const torch::Tensor& t) {
+  return z * ((t - (1 - t) * kSigma * kSigma) / s_of(t).pow(2)).unsqueeze(1);
+}
+torch::Tensor exact_average_velocity(const torch::Tensor& z, const torch::Tensor& t, const torch::Tensor& h) {
+  return z * ((1 - s_of(t - h) / s_of(t)) / h).unsqueeze(1);
+}
+
+// |u - (v - (t - r) du/dt)| relative to |u| with du/dt from our JVP along (v, a_t on t, a_h on h).
+double identity_residual(double a_t, double a_h) {
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  torch::manual_seed(0);
+  const auto z = torch::randn({16, 2}, opts);
+  const auto t = 0.2 + 0.7 * torch::rand({16}, opts);
+  const auto h = t * (0.1 + 0.8 * torch::rand({16}, opts));
+  const auto v = exact_velocity(z, t);
+  const TensorFunction u = [](const std::vector<torch::Tensor>& in) { return exact_average_velocity(in[0], in[1], in[2]); };
+  const auto [u_value, du_dt] =
+      jvp(u, {z, t, h}, {v, torch::full_like(t, a_t), torch::full_like(h, a_h)}, JvpMode::Forward, false);
+  const auto residual = u_value - MeanFlow::target(v, du_dt, t - h, t);
+  return (residual.norm() / u_value.norm()).item<double>();
+}
+
+}  // namespace
+
+TEST(MeanFlow, EqualTimesGiveExactlyTheFlowMatchingTarget) {
+  const auto v = torch::randn({8, 2});
+  const auto du_dt = torch::randn({8, 2}) * 100;
+  const auto t = torch::rand({8});
+  EXPECT_TRUE(torch::equal(MeanFlow::target(v, du_dt, t, t), v));
+}
+
+TEST(MeanFlow, GaussianClosedFormSatisfiesTheIdentity) {
+  // Tangent (v, 0, 1) on (z, r, t) is 1 on t and 1 on h = t - r.
+  EXPECT_LT(identity_residual(1, 1), 1e-10);
+  // The three wrong tangents of the paper's ablation break it.
+  EXPECT_GT(identity_residual(0, 0), 1e-2);   // (v, 0, 0)
+  EXPECT_GT(identity_residual(0, -1), 1e-2);  // (v, 1, 0)
+  EXPECT_GT(identity_residual(1, 0), 1e-2);   // (v, 1, 1)
+}
+
+TEST(MeanFlow, TimePairsKeepROrderedAndTheConfiguredShare) {
+  Config config;
+  config.apply_override("method.ratio=0.25");
+  MeanFlow method(MeanFlow::options_from_config(config));
+  auto gen = at::detail::createCPUGenerator(7);
+  const auto [t, r] = method.sample_time_pair(40000, gen);
+  EXPECT_TRUE((r <= t).all().item<bool>());
+  EXPECT_TRUE((r >= 0).all().item<bool>());
+  EXPECT_TRUE((t <= 1).all().item<bool>());
+  // Share of r != t: 0.25 with binomial std sqrt(0.25*0.75/40000) = 0.0022.
+  EXPECT_NEAR(r.ne(t).to(torch::kDouble).mean().item<double>(), 0.25, 0.011);
+}
+
+TEST(MeanFlow, ShortRunOnGaussianDataApproachesTheExactAverageVelocity) {
+  const auto dir = std::filesystem::temp_directory_path() / ("onestep_meanflow_gaussian_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  TrainRequest request;
+  for (const char* o : {"data.name=gaussian", "data.sigma=0.5", "method.name=meanflow", "train.steps=6000",
+                        "train.batch_size=256", "model.width=64", "model.depth=2", "train.lr=2e-3",
+                        "train.ema_decay=0.99", "train.log_every=500", "train.sample_every=0", "eval.at_end=false",
+                        "eval.nfe=1", "method.ratio=0.5", "method.time_sampler=uniform"})
+    request.config.apply_override(o);
+  request.out_dir = dir.string();
+  train(request);
+  const Checkpoint checkpoint = read_checkpoint(dir.string());
+  auto method = make_method(checkpoint.config);
+  auto net = make_network(checkpoint.config, method->net_spec(checkpoint.sample_shape, 0));
+  load_network(*net, checkpoint, "ema");
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(11);
+  const auto z = torch::randn({4000, 2});
+  const auto ones = torch::ones({4000});
+  const auto u = net->forward(z, ones, ones, torch::Tensor());
+  // u*(z, 0, 1) = z (1 - s_0 / s_1) = z (1 - sigma).
+  const auto exact = z * (1 - kSigma);
+  const double relative = ((u - exact).pow(2).sum() / exact.pow(2).sum()).item<double>();
+  RecordProperty("relative_squared_error", std::to_string(relative));
+  EXPECT_LT(relative, 0.02) << "relative squared error of u(z, 0, 1): " << relative;
+  std::filesystem::remove_all(dir);
+}
