@@ -151,10 +151,22 @@ TEST_F(Cli, FlowMatchingOnCheckerboardImprovesWithNfe) {
   ASSERT_EQ(train.status, 0) << train.out;
   const Result eval = run("eval --ckpt " + path("fm") + " --nfe 1,50 --num 3000");
   ASSERT_EQ(eval.status, 0) << eval.out;
-  const auto json = nlohmann::json::parse(eval.out.substr(eval.out.rfind('{', eval.out.find("{\"results\""))));
+  const auto json = nlohmann::json::parse(eval.out.substr(eval.out.find("{\"results\"")));
   const double one = json["results"][0]["energy_distance"], fifty = json["results"][1]["energy_distance"];
   RecordProperty("energy_distance_1", std::to_string(one));
   RecordProperty("energy_distance_50", std::to_string(fifty));
   EXPECT_LT(fifty, 0.25 * one) << "1 NFE " << one << ", 50 NFE " << fifty;
   EXPECT_LT(fifty, 0.02);
+}
+
+TEST_F(Cli, NonFiniteLossesStopTheRunAndKeepTheLastGoodCheckpoint) {
+  // A learning rate of 1e6 overflows the weights within a few steps.
+  const Result result = run("train " + kTiny + " train.steps=200 train.lr=1e6 train.warmup=0 train.grad_clip=0 "
+                            "train.ckpt_every=1 train.max_nonfinite=3 --out " + path("nan"));
+  EXPECT_EQ(result.status, 1) << result.out;
+  EXPECT_NE(result.out.find("non-finite"), std::string::npos) << result.out;
+  const Result eval = run("eval --ckpt " + path("nan") + " --nfe 1 --num 100");
+  ASSERT_EQ(eval.status, 0) << eval.out;
+  const auto json = nlohmann::json::parse(eval.out.substr(eval.out.find("{\"results\"")));
+  EXPECT_TRUE(json["results"][0]["energy_distance"].is_number()) << eval.out;
 }

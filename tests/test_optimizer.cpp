@@ -58,11 +58,17 @@ TEST(Optimizer, StateRoundTrips) {
   EXPECT_TRUE(torch::equal(second.state().at("p.exp_avg"), first.state().at("p.exp_avg")));
 }
 
-TEST(Optimizer, WarmupIsLinearThenConstant) {
-  EXPECT_DOUBLE_EQ(learning_rate(1.0, 4, 0), 0.25);
-  EXPECT_DOUBLE_EQ(learning_rate(1.0, 4, 3), 1.0);
-  EXPECT_DOUBLE_EQ(learning_rate(1.0, 4, 100), 1.0);
-  EXPECT_DOUBLE_EQ(learning_rate(1.0, 0, 0), 1.0);
+TEST(Optimizer, WarmupIsLinearThenConstantOrCosine) {
+  const LearningRateSchedule constant{1.0, 4, false, 104};
+  EXPECT_DOUBLE_EQ(constant.at(0), 0.25);
+  EXPECT_DOUBLE_EQ(constant.at(3), 1.0);
+  EXPECT_DOUBLE_EQ(constant.at(100), 1.0);
+  EXPECT_DOUBLE_EQ((LearningRateSchedule{1.0, 0, false, 10}.at(0)), 1.0);
+  const LearningRateSchedule cosine{1.0, 4, true, 104};
+  EXPECT_DOUBLE_EQ(cosine.at(3), 1.0);
+  EXPECT_DOUBLE_EQ(cosine.at(4), 1.0);
+  EXPECT_NEAR(cosine.at(54), 0.5, 1e-12);
+  EXPECT_NEAR(cosine.at(104), 0.0, 1e-12);
 }
 
 TEST(Optimizer, ClippingBoundsTheGlobalNorm) {

@@ -54,10 +54,11 @@ double ref_pair_mean(const Points& a, const Points& b, bool distinct, F f) {
   return s / pairs;
 }
 
+// The V-statistic: every term a mean over all pairs, i = j included.
 double ref_energy(const Points& x, const Points& y) {
   const auto id = [](double d) { return d; };
-  return 2.0 * ref_pair_mean(x, y, false, id) - ref_pair_mean(x, x, true, id) -
-         ref_pair_mean(y, y, true, id);
+  return 2.0 * ref_pair_mean(x, y, false, id) - ref_pair_mean(x, x, false, id) -
+         ref_pair_mean(y, y, false, id);
 }
 
 double ref_mmd(const Points& x, const Points& y, double bw) {
@@ -143,13 +144,9 @@ TEST(PointMetrics, EnergyOfSetWithItselfMatchesLoopReference) {
   const torch::Tensor x = randn(17, 2, 1);
   const Points p = to_points(x);
   const double ed = energy_distance(x, x);
-  // With the V-statistic cross term and U-statistic within terms, ED(X, X) = -2 S / (N^2 (N-1))
-  // where S sums |x_i - x_j| over i != j: strictly negative, and O(1/N) of the mean distance.
-  const double n = 17.0;
-  const double s = ref_pair_mean(p, p, true, [](double d) { return d; }) * n * (n - 1.0);
-  expect_rel_near(ed, ref_energy(p, p), 1e-9);
-  expect_rel_near(ed, -2.0 * s / (n * n * (n - 1.0)), 1e-9);
-  EXPECT_LT(ed, 0.0);
+  // The V-statistic is the energy distance between the two empirical measures: 0 for X vs X.
+  EXPECT_NEAR(ed, 0.0, 1e-12);
+  EXPECT_NEAR(ref_energy(p, p), 0.0, 1e-12);
 }
 
 TEST(PointMetrics, AllMetricsMatchLoopReferencesOnSmallSets) {
@@ -216,9 +213,10 @@ TEST(PointMetrics, EnergyNearZeroForSameDistributionAndPositiveForShift) {
   const torch::Tensor x = randn(n, 2, 21);
   const torch::Tensor y = randn(n, 2, 22);
   const torch::Tensor shift = torch::tensor({1.0, 0.0}, torch::kFloat64);
-  // For equal distributions the estimator is a degenerate U-statistic whose spread is of order
-  // E|X - X'| / n; by replication its standard deviation here is 6e-4, so 0.005 is ~8 of them.
-  EXPECT_LT(std::abs(energy_distance(x, y)), 0.005);
+  // For equal distributions the V-statistic sits at its floor E|X - X'| (1/n + 1/m) = 0.00089
+  // (E|X - X'| = sqrt(pi) = 1.77 for 2-D standard normals) with a spread of 6e-4 by replication.
+  const double floor = std::sqrt(kPi) * 2.0 / n;
+  EXPECT_LT(std::abs(energy_distance(x, y) - floor), 0.004);
   // A unit mean shift between 2-D standard normals gives ED of about 0.43 (standard deviation
   // 0.02 by replication); half of it is far beyond the noise.
   EXPECT_GT(energy_distance(x, y + shift), 0.2);
@@ -232,8 +230,8 @@ TEST(PointMetrics, EnergyMatchesClosedFormFor1DGaussians) {
   // X - Y ~ N(m1 - m2, 2 s^2) and E|X - X'| = 2 s / sqrt(pi); ED = 0.5418 here.
   const double exact = 2.0 * mean_abs_normal(m1 - m2, s * std::sqrt(2.0)) -
                        2.0 * (2.0 * s / std::sqrt(kPi));
-  // A non-degenerate U-statistic: standard deviation c / sqrt(n), c = 1.44 by replication for
-  // these parameters (0.014 at n = 10000); allow 5 standard deviations.
+  // Standard deviation c / sqrt(n), c = 1.44 by replication for these parameters (0.014 at
+  // n = 10000), far above the V-statistic's bias of 2 E|X - X'| / n = 2.3e-4; allow 5 of them.
   EXPECT_NEAR(energy_distance(x, y), exact, 5.0 * 1.44 / std::sqrt(static_cast<double>(n)));
 }
 

@@ -36,17 +36,32 @@ std::vector<KeySpec> build_schema() {
   return {
       // [data]
       string_key("data.name", "checkerboard", {},
-                 "checkerboard | moons | 8gaussians | spirals | swissroll | gaussian | points:PATH.csv"),
+                 "checkerboard | moons | 8gaussians | spirals | swissroll | gaussian | points:PATH.csv | "
+                 "fashion-mnist | folder:DIR"),
       float_key("data.sigma", "1.0", 1e-6, kInf, "standard deviation of the `gaussian` data"),
       int_key("data.dim", 2, 1, 1 << 20, "dimension of the `gaussian` data"),
       string_key("data.test_path", "", {}, "held-out CSV for `points:` data (empty: split off data.test_fraction)"),
-      float_key("data.test_fraction", "0.1", 1e-6, 1 - 1e-6, "share of a `points:` CSV held out for evaluation"),
-      int_key("data.split_seed", 0, 0, 9.0e15, "seed of the train/held-out split of a `points:` CSV"),
+      float_key("data.test_fraction", "0.1", 1e-6, 1 - 1e-6, "share of a `points:` CSV or `folder:` held out for evaluation"),
+      int_key("data.split_seed", 0, 0, 9.0e15, "seed of the train/held-out split of a `points:` CSV or `folder:`"),
+      string_key("data.path", "/usr/share/datasets/fashion-mnist", {}, "folder of the Fashion-MNIST IDX files"),
+      int_key("data.size", 32, 1, 4096, "`folder:` images are resized (antialiased) and centre-cropped to size x size"),
+      bool_key("data.hflip", false, "random horizontal flips of training images"),
       // [model]
-      string_key("model.name", "mlp", {}, "network kind: mlp"),
-      int_key("model.width", 256, 1, 1 << 16, "hidden width of the MLP"),
-      int_key("model.depth", 4, 1, 64, "number of hidden layers of the MLP"),
-      int_key("model.emb_dim", 64, 2, 1 << 14, "width of each of the t, h and class embeddings"),
+      string_key("model.name", "mlp", {}, "network kind: mlp | unet | dit"),
+      int_key("model.width", 256, 1, 1 << 16, "mlp: hidden width; dit: token width"),
+      int_key("model.depth", 4, 1, 64, "mlp: hidden layers; dit: transformer blocks"),
+      int_key("model.emb_dim", 64, 2, 1 << 14, "mlp, unet: width of each of the t, h and class embeddings"),
+      int_key("model.channels", 64, 1, 1 << 14, "unet: channels of the first level"),
+      {"model.channel_mult", ValueType::IntList, "1,2,2", "unet: channel multiplier per level", {}, 1, 64},
+      int_key("model.num_res_blocks", 2, 1, 16, "unet: residual blocks per level"),
+      {"model.attention_resolutions", ValueType::IntList, "7",
+       "unet: spatial sizes with self-attention (empty: none)", {}, 0, 4096},
+      int_key("model.heads", 4, 1, 256, "unet, dit: attention heads"),
+      int_key("model.patch_size", 2, 1, 64, "dit: patch size"),
+      float_key("model.mlp_ratio", "4", 0.25, 64, "dit: MLP width over token width"),
+      string_key("model.norm", "layernorm", {"layernorm", "rmsnorm"}, "dit: token normalisation (rmsnorm: affine-free)"),
+      bool_key("model.qk_norm", false, "dit: RMS-normalise queries and keys per head"),
+      bool_key("model.mod_norm", false, "dit: RMS-normalise the adaLN modulation (TVM's Lipschitz-minded DiT)"),
       float_key("model.time_max_period", "10000", 1, 1e9,
                 "sinusoidal t and h embeddings use frequencies from 1 down to 1/time_max_period"),
       float_key("model.time_scale", "1", 1e-6, 1e6,
@@ -74,11 +89,12 @@ std::vector<KeySpec> build_schema() {
       int_key("train.steps", 4000, 0, 1e12, "optimizer steps"),
       int_key("train.batch_size", 256, 1, 1 << 24, "samples per step"),
       string_key("train.optimizer", "adam", {"adam", "adamw"}, "adam: L2 weight decay; adamw: decoupled"),
-      float_key("train.lr", "1e-3", 0, 10, "peak learning rate"),
+      float_key("train.lr", "1e-3", 0, 1e6, "peak learning rate"),
       float_key("train.beta1", "0.9", 0, 0.999999, "Adam beta1"),
       float_key("train.beta2", "0.999", 0, 0.999999, "Adam beta2"),
       float_key("train.weight_decay", "0", 0, 10, "weight decay"),
       int_key("train.warmup", 200, 0, 1e12, "steps of linear learning-rate warm-up"),
+      string_key("train.lr_schedule", "constant", {"constant", "cosine"}, "after the warm-up: constant, or cosine decay to 0"),
       float_key("train.grad_clip", "1.0", 0, kInf, "clip the global gradient norm to this (0: off)"),
       float_key("train.ema_decay", "0.999", 0, 1, "decay of the EMA weights used for evaluation and sampling"),
       int_key("train.seed", 0, 0, 9.0e15, "seed of initialisation, data, noise and time draws"),
@@ -194,7 +210,7 @@ std::string canonical_value(const KeySpec& spec, const std::string& value, const
         if (used != item.size() || parsed < spec.min || parsed > spec.max) throw bad(type_name(spec.type));
         canonical += (canonical.empty() ? "" : ",") + std::to_string(parsed);
       }
-      if (canonical.empty()) throw bad(type_name(spec.type));
+      if (canonical.empty() && spec.min > 0) throw bad(type_name(spec.type));
       return canonical;
     }
     case ValueType::String:

@@ -44,7 +44,7 @@ class Config {
   double get_float(const std::string& key) const;
   const std::string& get_string(const std::string& key) const;
   bool get_bool(const std::string& key) const;
-  // A comma-separated list of positive integers, e.g. eval.nfe = "1,2,4".
+  // A comma-separated list of integers, e.g. eval.nfe = "1,2,4" (may be empty where allowed).
   std::vector<int64_t> get_int_list(const std::string& key) const;
 
   // The resolved config as TOML, every key written out, with help texts as comments.

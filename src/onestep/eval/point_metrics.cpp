@@ -72,7 +72,7 @@ double mean_cross_distance(const torch::Tensor& x, const torch::Tensor& y) {
 
 double mean_within_distance(const torch::Tensor& x) {
   const double n = static_cast<double>(x.size(0));
-  return pair_sum(x, x, true, keep_distance) / (n * (n - 1.0));
+  return pair_sum(x, x, true, keep_distance) / (n * n);
 }
 
 // Linear interpolation of the quantile function of the sorted columns of `sorted` (n x K) at

@@ -62,8 +62,12 @@ torch::Tensor MeanFlow::guided_velocity(NetworkImpl& net, const torch::Tensor& z
   const auto null = torch::full_like(labels, net.null_label());
   const auto tt = torch::cat({t, t});
   const auto both = net.forward(torch::cat({z_t, z_t}), tt, torch::zeros_like(tt), torch::cat({labels, null}));
-  const auto v_cond = both.slice(0, 0, n);
-  const auto v_uncond = both.slice(0, n, 2 * n);
+  return fold_guidance(v_t, both.slice(0, 0, n), both.slice(0, n, 2 * n), t, dropped);
+}
+
+torch::Tensor MeanFlow::fold_guidance(const torch::Tensor& v_t, const torch::Tensor& v_cond,
+                                      const torch::Tensor& v_uncond, const torch::Tensor& t,
+                                      const torch::Tensor& dropped) const {
   const double w = options_.cfg_omega, k = options_.cfg_kappa;
   const auto guided = w * v_t + k * v_cond + (1.0 - w - k) * v_uncond;
   const auto apply = (t >= options_.cfg_t_lo).logical_and(t <= options_.cfg_t_hi).logical_and(dropped.logical_not());

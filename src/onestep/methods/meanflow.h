@@ -48,14 +48,18 @@ class MeanFlow : public Method {
       NetworkImpl& net, const torch::Tensor& z, const torch::Tensor& r, const torch::Tensor& t,
       const torch::Tensor& c, const torch::Tensor& v) const;
 
+  // CFG folded into training: omega v_t + kappa v_cond + (1 - omega - kappa) v_uncond where
+  // t is in [t_lo, t_hi] and the label was not dropped; v_t elsewhere.
+  torch::Tensor fold_guidance(const torch::Tensor& v_t, const torch::Tensor& v_cond, const torch::Tensor& v_uncond,
+                              const torch::Tensor& t, const torch::Tensor& dropped) const;
+
   // The regression target sg(v - clip(t - r, 0, 1) du/dt).
   static torch::Tensor target(const torch::Tensor& v, const torch::Tensor& du_dt, const torch::Tensor& r,
                               const torch::Tensor& t);
 
  private:
-  // The velocity used as target and JVP tangent: v_t, or the CFG-folded
-  // omega v_t + kappa v(z,t,c) + (1 - omega - kappa) v(z,t,null) for conditional samples
-  // with t in [t_lo, t_hi].
+  // The velocity used as target and JVP tangent: fold_guidance with v(z,t,c) and v(z,t,null)
+  // from the network without gradient, or v_t when guidance is off.
   torch::Tensor guided_velocity(NetworkImpl& net, const torch::Tensor& z_t, const torch::Tensor& t,
                                 const torch::Tensor& v_t, const torch::Tensor& labels,
                                 const torch::Tensor& dropped) const;

@@ -1,6 +1,7 @@
 // Adam/AdamW, learning-rate warm-up and gradient clipping (see optimizer.h).
 #include "onestep/train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "onestep/core/error.h"
@@ -70,9 +71,11 @@ void Adam::load_state(const std::map<std::string, torch::Tensor>& state, const s
   step_count_ = fetch("step", torch::zeros({1})).item<int64_t>();
 }
 
-double learning_rate(double lr, int64_t warmup, int64_t step) {
-  if (warmup <= 0 || step >= warmup) return lr;
-  return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+double LearningRateSchedule::at(int64_t step) const {
+  if (warmup > 0 && step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (!cosine || total_steps <= warmup) return lr;
+  const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total_steps - warmup));
+  return 0.5 * lr * (1.0 + std::cos(M_PI * progress));
 }
 
 double clip_gradients(const std::vector<torch::Tensor>& params, double max_norm) {

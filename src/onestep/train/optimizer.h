@@ -1,6 +1,7 @@
 // Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) with bias correction, written
 // out so that its whole state is plain named tensors (checkpointed as optimizer.*), identical
-// on every LibTorch version; and the learning-rate schedule (linear warm-up, then constant).
+// on every LibTorch version; and the learning-rate schedule (linear warm-up, then constant or
+// cosine decay to zero).
 #pragma once
 
 #include <torch/torch.h>
@@ -40,8 +41,14 @@ class Adam {
   int64_t step_count_ = 0;
 };
 
-// Learning rate at `step` (0-based): linear warm-up from lr/warmup to lr over `warmup` steps.
-double learning_rate(double lr, int64_t warmup, int64_t step);
+struct LearningRateSchedule {
+  double lr = 1e-3;
+  int64_t warmup = 0;
+  bool cosine = false;  // decay to 0 at total_steps after the warm-up
+  int64_t total_steps = 1;
+  // Learning rate at `step` (0-based): linear warm-up from lr/warmup to lr over `warmup` steps.
+  double at(int64_t step) const;
+};
 
 // Scales gradients so that their global L2 norm is at most max_norm (0: no clipping);
 // returns the norm before clipping.

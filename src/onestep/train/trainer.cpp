@@ -62,6 +62,7 @@ class Trainer {
   Network net_;
   std::unique_ptr<Ema> ema_, target_ema_;
   std::unique_ptr<Adam> optimizer_;
+  LearningRateSchedule schedule_;
   torch::Generator gen_;
   int64_t start_step_ = 0, steps_, batch_size_, log_every_;
   int64_t nonfinite_in_a_row_ = 0, nonfinite_total_ = 0;
@@ -102,6 +103,7 @@ Trainer::Trainer(const TrainRequest& request)
   adam.weight_decay = config_.get_float("train.weight_decay");
   adam.decoupled = config_.get_string("train.optimizer") == "adamw";
   optimizer_ = std::make_unique<Adam>(std::move(named), adam);
+  schedule_ = {adam.lr, config_.get_int("train.warmup"), config_.get_string("train.lr_schedule") == "cosine", steps_};
 
   const fs::path checkpoint_path = out_dir_ / kCheckpointFileName;
   if (request.resume) {
@@ -142,7 +144,7 @@ void Trainer::step_once(int64_t step) {
     return;
   }
   nonfinite_in_a_row_ = 0;
-  optimizer_->step(learning_rate(config_.get_float("train.lr"), config_.get_int("train.warmup"), step));
+  optimizer_->step(schedule_.at(step));
   ema_->update(*net_);
   if (target_ema_) target_ema_->update(*net_);
   loss_sum_ += loss;
@@ -158,7 +160,7 @@ void Trainer::log_record(int64_t step) {
   record["loss"] = loss_sum_ / n;
   for (const auto& [name, sum] : part_sums_) record[name] = sum / n;
   record["grad_norm"] = grad_norm_sum_ / n;
-  record["lr"] = learning_rate(config_.get_float("train.lr"), config_.get_int("train.warmup"), step - 1);
+  record["lr"] = schedule_.at(step - 1);
   record["nonfinite_skipped"] = nonfinite_total_;
   record["steps_per_s"] = progress_->steps_per_second();
   metrics_ << record.dump() << "\n";
@@ -192,6 +194,13 @@ void Trainer::write_picture(int64_t step) {
 }
 
 void Trainer::save(int64_t step) {
+  for (const auto& p : net_->parameters()) {
+    if (!torch::isfinite(p).all().item<bool>()) {
+      std::fprintf(stderr, "warning: step %lld: non-finite weights; the checkpoint of an earlier step is kept\n",
+                   static_cast<long long>(step));
+      return;
+    }
+  }
   save_checkpoint((out_dir_ / kCheckpointFileName).string(),
                   {config_, step, dataset_->sample_shape(), dataset_->num_classes(), *net_, ema_->net(),
                    target_ema_ ? &target_ema_->net() : nullptr, *optimizer_, gen_});

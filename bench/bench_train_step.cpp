@@ -1,0 +1,87 @@
+// Training-step benchmarks: one full step (loss, backward, Adam) of Flow Matching and of
+// MeanFlow (forward-mode JVP, and the double-backward fallback) on the same MLP and batch.
+// `MeanFlowOverFm` interleaves the two steps and reports the median of the per-pair time
+// ratios, which is robust to the noise of shared machines. Run: make bench.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "onestep/core/config.h"
+#include "onestep/core/runtime.h"
+#include "onestep/data/dataset.h"
+#include "onestep/methods/method.h"
+#include "onestep/nets/network.h"
+#include "onestep/train/optimizer.h"
+
+using namespace onestep;
+
+namespace {
+
+// One method's training step on a fixed network, batch and generator.
+class StepRunner {
+ public:
+  StepRunner(const std::string& method, const std::string& jvp, int64_t batch_size) : gen_(at::detail::createCPUGenerator(0)) {
+    config_.apply_override("method.name=" + method);
+    config_.apply_override("method.jvp=" + jvp);
+    torch::manual_seed(0);
+    dataset_ = make_dataset(config_);
+    method_ = make_method(config_);
+    net_ = make_network(config_, method_->net_spec(dataset_->sample_shape(), dataset_->num_classes()));
+    std::vector<std::pair<std::string, torch::Tensor>> named;
+    for (const auto& item : net_->named_parameters()) named.emplace_back(item.key(), item.value());
+    optimizer_ = std::make_unique<Adam>(std::move(named), AdamOptions{});
+    batch_ = dataset_->train_batch(batch_size, gen_);
+  }
+  void step() {
+    const auto out = method_->loss({*net_, nullptr, gen_}, batch_);
+    optimizer_->zero_grad();
+    out.loss.backward();
+    optimizer_->step(1e-4);
+  }
+
+ private:
+  Config config_;
+  torch::Generator gen_;
+  std::unique_ptr<Dataset> dataset_;
+  std::unique_ptr<Method> method_;
+  Network net_;
+  std::unique_ptr<Adam> optimizer_;
+  Batch batch_;
+};
+
+void train_step(benchmark::State& state, const std::string& method, const std::string& jvp) {
+  set_threads(0);
+  StepRunner runner(method, jvp, state.range(0));
+  for (auto _ : state) runner.step();
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+void BM_FmStep(benchmark::State& state) { train_step(state, "fm", "forward"); }
+void BM_MeanFlowStep(benchmark::State& state) { train_step(state, "meanflow", "forward"); }
+void BM_MeanFlowStepDoubleBackward(benchmark::State& state) { train_step(state, "meanflow", "double-backward"); }
+
+void BM_MeanFlowOverFm(benchmark::State& state) {
+  set_threads(0);
+  StepRunner fm("fm", "forward", state.range(0)), meanflow("meanflow", "forward", state.range(0));
+  std::vector<double> ratios;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fm.step();
+    const auto t1 = std::chrono::steady_clock::now();
+    meanflow.step();
+    const auto t2 = std::chrono::steady_clock::now();
+    ratios.push_back(std::chrono::duration<double>(t2 - t1).count() / std::chrono::duration<double>(t1 - t0).count());
+  }
+  std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2, ratios.end());
+  state.counters["median_ratio"] = ratios[ratios.size() / 2];
+}
+
+}  // namespace
+
+BENCHMARK(BM_FmStep)->Arg(256)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MeanFlowStep)->Arg(256)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MeanFlowStepDoubleBackward)->Arg(256)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MeanFlowOverFm)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,28 @@
+// RMSNorm and matmul + softmax attention (see layers.h).
+#include "onestep/nets/layers.h"
+
+#include <cmath>
+
+namespace onestep {
+
+torch::Tensor rms_norm(const torch::Tensor& x, double eps) {
+  return x * torch::rsqrt(x.square().mean(-1, /*keepdim=*/true) + eps);
+}
+
+torch::Tensor layer_norm(const torch::Tensor& x, double eps) {
+  const auto centered = x - x.mean(-1, /*keepdim=*/true);
+  return centered * torch::rsqrt(centered.square().mean(-1, /*keepdim=*/true) + eps);
+}
+
+torch::Tensor softmax_last(const torch::Tensor& x) {
+  // Shift invariance makes the detached max exact for values and derivatives of all orders.
+  const auto e = torch::exp(x - std::get<0>(x.detach().max(-1, /*keepdim=*/true)));
+  return e / e.sum(-1, /*keepdim=*/true);
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  return torch::matmul(softmax_last(torch::matmul(q * scale, k.transpose(-2, -1))), v);
+}
+
+}  // namespace onestep

@@ -1,0 +1,27 @@
+// Building blocks shared by the image networks of spec §0, net(z, t, h, c) (U-Net and DiT),
+// written with elementary ops so that forward-mode AD (dual tensors) goes through them:
+// affine-free RMSNorm and LayerNorm, and scaled dot-product attention as matmul + softmax (no
+// fused kernel). LayerNorm and softmax are written out because their LibTorch 1.13 forward-mode
+// formulas cannot be differentiated again (create_graph, as TVM does): the tangent of
+// native_layer_norm goes through its saved mean and rstd, which backward treats as constants
+// (wrong gradients), and that of softmax (logsumexp_jvp) multiplies a saved tensor in place
+// ("modified by an inplace operation"). native_group_norm (U-Net) passes both checks.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace onestep {
+
+// x / sqrt(mean(x^2) + eps) over the last dimension, without a learnable gain.
+torch::Tensor rms_norm(const torch::Tensor& x, double eps = 1e-6);
+
+// (x - mean) / sqrt(var + eps) over the last dimension, without learnable gain and bias.
+torch::Tensor layer_norm(const torch::Tensor& x, double eps = 1e-6);
+
+// Softmax over the last dimension from exp, sum and division.
+torch::Tensor softmax_last(const torch::Tensor& x);
+
+// softmax(q k^T / sqrt(d)) v for q, k, v of shape (..., tokens, d).
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+
+}  // namespace onestep

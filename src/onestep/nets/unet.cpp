@@ -1,0 +1,195 @@
+// U-Net (see unet.h).
+#include "onestep/nets/unet.h"
+
+#include "onestep/nets/layers.h"
+
+#include <algorithm>
+
+namespace onestep {
+namespace {
+
+namespace F = torch::nn::functional;
+
+// GroupNorm with 32 groups, or the largest divisor of `channels` below 32.
+torch::nn::GroupNorm make_group_norm(int64_t channels) {
+  int64_t groups = std::min<int64_t>(32, channels);
+  while (channels % groups != 0) --groups;
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels));
+}
+
+torch::nn::Conv2d make_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2));
+}
+
+void zero_init(torch::nn::Conv2d& conv) {
+  torch::NoGradGuard no_grad;
+  conv->weight.zero_();
+  conv->bias.zero_();
+}
+
+class ResBlockImpl : public torch::nn::Module {
+ public:
+  ResBlockImpl(int64_t in, int64_t out, int64_t emb_dim) {
+    norm1_ = register_module("norm1", make_group_norm(in));
+    conv1_ = register_module("conv1", make_conv(in, out, 3));
+    emb_ = register_module("emb", torch::nn::Linear(emb_dim, out));
+    norm2_ = register_module("norm2", make_group_norm(out));
+    conv2_ = register_module("conv2", make_conv(out, out, 3));
+    zero_init(conv2_);
+    if (in != out) skip_ = register_module("skip", make_conv(in, out, 1));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb) {
+    auto a = conv1_(torch::silu(norm1_(x)));
+    a = a + emb_(torch::silu(emb)).unsqueeze(-1).unsqueeze(-1);
+    a = conv2_(torch::silu(norm2_(a)));
+    return (skip_ ? skip_(x) : x) + a;
+  }
+
+ private:
+  torch::nn::GroupNorm norm1_{nullptr}, norm2_{nullptr};
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, skip_{nullptr};
+  torch::nn::Linear emb_{nullptr};
+};
+TORCH_MODULE(ResBlock);
+
+// Multi-head self-attention over the H*W positions, added to the input.
+class AttentionBlockImpl : public torch::nn::Module {
+ public:
+  AttentionBlockImpl(int64_t channels, int64_t heads) : heads_(heads) {
+    TORCH_CHECK(channels % heads == 0, "unet: ", channels, " channels are not divisible into ", heads, " heads");
+    norm_ = register_module("norm", make_group_norm(channels));
+    qkv_ = register_module("qkv", make_conv(channels, 3 * channels, 1));
+    proj_ = register_module("proj", make_conv(channels, channels, 1));
+    zero_init(proj_);
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const int64_t b = x.size(0), ch = x.size(1), hgt = x.size(2), wid = x.size(3);
+    // B x 3 x heads x d x HW -> three tensors of B x heads x HW x d.
+    const auto qkv = qkv_(norm_(x)).reshape({b, 3, heads_, ch / heads_, hgt * wid}).transpose(-2, -1);
+    const auto out = attention(qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
+    return x + proj_(out.transpose(-2, -1).reshape({b, ch, hgt, wid}));
+  }
+
+ private:
+  int64_t heads_;
+  torch::nn::GroupNorm norm_{nullptr};
+  torch::nn::Conv2d qkv_{nullptr}, proj_{nullptr};
+};
+TORCH_MODULE(AttentionBlock);
+
+// A residual block, optionally followed by self-attention.
+class StageImpl : public torch::nn::Module {
+ public:
+  StageImpl(int64_t in, int64_t out, int64_t emb_dim, bool with_attention, int64_t heads) {
+    res_ = register_module("res", ResBlock(in, out, emb_dim));
+    if (with_attention) attention_ = register_module("attention", AttentionBlock(out, heads));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb) {
+    const auto a = res_(x, emb);
+    return attention_ ? attention_(a) : a;
+  }
+
+ private:
+  ResBlock res_{nullptr};
+  AttentionBlock attention_{nullptr};
+};
+TORCH_MODULE(Stage);
+
+// Nearest-neighbour upsampling to a given size, then a 3x3 conv.
+class UpsampleImpl : public torch::nn::Module {
+ public:
+  explicit UpsampleImpl(int64_t channels) { conv_ = register_module("conv", make_conv(channels, channels, 3)); }
+
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& size) {
+    return conv_(F::interpolate(x, F::InterpolateFuncOptions().size(size).mode(torch::kNearest)));
+  }
+
+ private:
+  torch::nn::Conv2d conv_{nullptr};
+};
+TORCH_MODULE(Upsample);
+
+}  // namespace
+
+UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImpl(spec) {
+  TORCH_CHECK(spec.in_shape.size() == 3 && spec.out_shape.size() == 3, "unet: needs C x H x W input and output");
+  TORCH_CHECK(spec.in_shape[1] == spec.out_shape[1] && spec.in_shape[2] == spec.out_shape[2],
+              "unet: output must have the input's height and width");
+  TORCH_CHECK(!options.channel_mult.empty() && options.num_res_blocks > 0, "unet: needs levels and res blocks");
+  const int64_t emb_dim = options.emb_dim;
+  t_embedding_ = register_module("t_embedding", TimeEmbedding(emb_dim, options.time_max_period, options.time_scale));
+  h_embedding_ = register_module("h_embedding", TimeEmbedding(emb_dim, options.time_max_period, options.time_scale));
+  if (spec.num_classes > 0) class_embedding_ = register_module("class_embedding", ClassEmbedding(spec.num_classes, emb_dim));
+
+  const auto& attention_resolutions = options.attention_resolutions;
+  const auto attends = [&](int64_t resolution) {
+    return std::find(attention_resolutions.begin(), attention_resolutions.end(), resolution) != attention_resolutions.end();
+  };
+  const int64_t levels = static_cast<int64_t>(options.channel_mult.size());
+  int64_t ch = options.channels, resolution = spec.in_shape[1];
+  input_ = register_module("input", make_conv(spec.in_shape[0], ch, 3));
+  std::vector<int64_t> skip_channels = {ch}, level_resolution;
+  down_ = register_module("down", torch::nn::ModuleList());
+  for (int64_t level = 0; level < levels; ++level) {
+    level_resolution.push_back(resolution);
+    const int64_t out = options.channels * options.channel_mult[level];
+    for (int64_t r = 0; r < options.num_res_blocks; ++r) {
+      down_->push_back(Stage(ch, out, emb_dim, attends(resolution), options.heads));
+      ch = out;
+      skip_channels.push_back(ch);
+    }
+    if (level + 1 < levels) {
+      down_->push_back(make_conv(ch, ch, 3, 2));
+      skip_channels.push_back(ch);
+      resolution = (resolution + 1) / 2;
+    }
+  }
+  middle_ = register_module("middle", torch::nn::ModuleList());
+  middle_->push_back(Stage(ch, ch, emb_dim, true, options.heads));
+  middle_->push_back(Stage(ch, ch, emb_dim, false, options.heads));
+  up_ = register_module("up", torch::nn::ModuleList());
+  for (int64_t level = levels - 1; level >= 0; --level) {
+    const int64_t out = options.channels * options.channel_mult[level];
+    for (int64_t r = 0; r <= options.num_res_blocks; ++r) {
+      up_->push_back(Stage(ch + skip_channels.back(), out, emb_dim, attends(level_resolution[level]), options.heads));
+      skip_channels.pop_back();
+      ch = out;
+    }
+    if (level > 0) up_->push_back(Upsample(ch));
+  }
+  output_norm_ = register_module("output_norm", make_group_norm(ch));
+  output_ = register_module("output", make_conv(ch, spec.out_shape[0], 3));
+  zero_init(output_);
+}
+
+torch::Tensor UnetImpl::forward(const torch::Tensor& z, const torch::Tensor& t, const torch::Tensor& h,
+                                const torch::Tensor& c) {
+  auto emb = t_embedding_(t) + h_embedding_(h);
+  if (class_embedding_) emb = emb + class_embedding_(c, z.size(0), z.device());
+  auto x = input_(z);
+  std::vector<torch::Tensor> skips = {x};
+  for (const auto& module : *down_) {
+    if (auto* stage = module->as<StageImpl>()) {
+      x = stage->forward(x, emb);
+    } else {
+      x = module->as<torch::nn::Conv2dImpl>()->forward(x);
+    }
+    skips.push_back(x);
+  }
+  for (const auto& module : *middle_) x = module->as<StageImpl>()->forward(x, emb);
+  for (const auto& module : *up_) {
+    if (auto* stage = module->as<StageImpl>()) {
+      x = stage->forward(torch::cat({x, skips.back()}, 1), emb);
+      skips.pop_back();
+    } else {
+      const auto& skip = skips.back();
+      x = module->as<UpsampleImpl>()->forward(x, {skip.size(2), skip.size(3)});
+    }
+  }
+  return output_(torch::silu(output_norm_(x)));
+}
+
+}  // namespace onestep

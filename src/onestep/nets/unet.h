@@ -1,0 +1,49 @@
+// U-Net for images (spec §0: net(z, t, h, c) -> B x out_shape), in the style of DDPM/ADM:
+// an input conv, then per level `num_res_blocks` residual blocks (GroupNorm, SiLU, conv; the
+// conditioning t_emb + h_emb (+ class_emb) goes through SiLU + Linear and is added to the
+// feature maps) with self-attention at the spatial resolutions listed in
+// `attention_resolutions`, and a stride-2 conv between levels; a middle block (res, attention,
+// res); a mirrored decoder with skip connections and nearest upsampling + conv; GroupNorm,
+// SiLU and an output conv. The last conv of each residual branch, of each attention block and
+// the output conv start at zero. Odd sizes (28 -> 14 -> 7 -> 4) are handled by upsampling to
+// the size of the matching skip connection.
+#pragma once
+
+#include "onestep/nets/embeddings.h"
+#include "onestep/nets/network.h"
+
+#include <vector>
+
+namespace onestep {
+
+struct UnetOptions {
+  int64_t channels = 64;
+  std::vector<int64_t> channel_mult = {1, 2, 2};
+  int64_t num_res_blocks = 2;
+  std::vector<int64_t> attention_resolutions = {7};
+  int64_t emb_dim = 256;
+  int64_t heads = 4;
+  double time_max_period = 10000;
+  double time_scale = 1;
+};
+
+class UnetImpl : public NetworkImpl {
+ public:
+  UnetImpl(const NetSpec& spec, const UnetOptions& options);
+  torch::Tensor forward(const torch::Tensor& z, const torch::Tensor& t, const torch::Tensor& h,
+                        const torch::Tensor& c) override;
+
+ private:
+  TimeEmbedding t_embedding_{nullptr}, h_embedding_{nullptr};
+  ClassEmbedding class_embedding_{nullptr};
+  torch::nn::Conv2d input_{nullptr};
+  // Encoder: residual stages and downsampling convs; each output is kept as a skip connection.
+  torch::nn::ModuleList down_;
+  torch::nn::ModuleList middle_;
+  // Decoder: residual stages (fed the concatenated skip) and upsamplers.
+  torch::nn::ModuleList up_;
+  torch::nn::GroupNorm output_norm_{nullptr};
+  torch::nn::Conv2d output_{nullptr};
+};
+
+}  // namespace onestep
