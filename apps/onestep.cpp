@@ -118,7 +118,8 @@ int run_eval(const std::string& ckpt, const std::string& nfe_list, int64_t num, 
   std::printf("%s at step %lld on %s, %lld held-out samples, %s weights\n", model.method->name().c_str(),
               static_cast<long long>(model.checkpoint.step), dataset->describe().c_str(),
               static_cast<long long>(config.get_int("eval.num")), raw ? "raw" : "EMA");
-  std::printf("%s%s\n", format_eval_table(rows).c_str(), eval_json(rows).c_str());
+  const auto floor = reference_floor(*dataset, config.get_int("eval.num"));
+  std::printf("%s%s\n", format_eval_table(rows, floor).c_str(), eval_json(rows, floor).c_str());
   return 0;
 }
 

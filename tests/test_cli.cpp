@@ -170,3 +170,18 @@ TEST_F(Cli, NonFiniteLossesStopTheRunAndKeepTheLastGoodCheckpoint) {
   const auto json = nlohmann::json::parse(eval.out.substr(eval.out.find("{\"results\"")));
   EXPECT_TRUE(json["results"][0]["energy_distance"].is_number()) << eval.out;
 }
+
+TEST_F(Cli, ShippedConfigTrainsOnAUserPointCloud) {
+  std::ofstream csv(path("cloud.csv"));
+  csv << "x,y,z\n";
+  for (int i = 0; i < 600; ++i) csv << (i % 7) * 0.3 << "," << (i % 11) * -0.2 << "," << (i % 5) * 0.1 << "\n";
+  csv.close();
+  const Result train = run("train -c " + std::string(ONESTEP_SOURCE_DIR) + "/configs/toy/meanflow-checkerboard.toml " +
+                           "data.name=points:" + path("cloud.csv") + " train.steps=20 train.log_every=10 " +
+                           "eval.num=60 --out " + path("cloud"));
+  ASSERT_EQ(train.status, 0) << train.out;
+  EXPECT_NE(train.out.find("540 training, 60 held-out"), std::string::npos) << train.out;
+  const Result sample = run("sample --ckpt " + path("cloud") + " --num 7 --out " + path("cloud.npy"));
+  ASSERT_EQ(sample.status, 0) << sample.out;
+  EXPECT_EQ(onestep::read_npy(path("cloud.npy")).sizes(), (std::vector<int64_t>{7, 3}));
+}

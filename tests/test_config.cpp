@@ -2,6 +2,9 @@
 // the key, value and what is allowed named, and the resolved TOML round trip.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
 
@@ -82,4 +85,13 @@ TEST(Config, BadValuesNameKeyValueAndExpectation) {
             std::string::npos);
   // A rejected value leaves the previous one in place.
   EXPECT_EQ(config.get_int("train.steps"), 4000);
+}
+
+TEST(Config, ReadmeDocumentsEveryKey) {
+  std::ifstream in(std::string(ONESTEP_SOURCE_DIR) + "/README.md");
+  ASSERT_TRUE(in) << "README.md not found";
+  std::stringstream readme;
+  readme << in.rdbuf();
+  for (const auto& spec : Config::schema())
+    EXPECT_NE(readme.str().find("`" + spec.key + "`"), std::string::npos) << spec.key << " is not in README.md";
 }

@@ -26,6 +26,20 @@ torch::Tensor generate_samples(Method& method, NetworkImpl& net, const std::vect
   return torch::cat(chunks);
 }
 
+namespace {
+
+EvalRow score_points(int64_t nfe, const torch::Tensor& samples, const torch::Tensor& reference, double bandwidth) {
+  const auto points = samples.reshape({samples.size(0), -1}).to(torch::kDouble);
+  EvalRow row;
+  row.nfe = nfe;
+  row.metrics = {{"energy_distance", energy_distance(points, reference)},
+                 {"sliced_w2", sliced_w2(points, reference)},
+                 {"mmd_rbf", mmd_rbf(points, reference, bandwidth)}};
+  return row;
+}
+
+}  // namespace
+
 std::vector<EvalRow> evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const std::vector<int64_t>& nfes,
                               int64_t num, uint64_t seed, const torch::Device& device) {
   const Batch reference = dataset.heldout(num);
@@ -35,18 +49,19 @@ std::vector<EvalRow> evaluate(Method& method, NetworkImpl& net, Dataset& dataset
   std::vector<EvalRow> rows;
   for (const int64_t nfe : nfes) {
     const auto samples = generate_samples(method, net, dataset.sample_shape(), count, reference.y, nfe, seed, device);
-    const auto points = samples.reshape({count, -1}).to(torch::kDouble);
-    EvalRow row;
-    row.nfe = nfe;
-    row.metrics = {{"energy_distance", energy_distance(points, ref_points)},
-                   {"sliced_w2", sliced_w2(points, ref_points)},
-                   {"mmd_rbf", mmd_rbf(points, ref_points, bandwidth)}};
-    rows.push_back(std::move(row));
+    rows.push_back(score_points(nfe, samples, ref_points, bandwidth));
   }
   return rows;
 }
 
-std::string format_eval_table(const std::vector<EvalRow>& rows) {
+std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num) {
+  const auto all = dataset.heldout(2 * num).x;
+  if (all.size(0) < 2 * num) return std::nullopt;
+  const auto reference = all.slice(0, 0, num).reshape({num, -1}).to(torch::kDouble);
+  return score_points(0, all.slice(0, num, 2 * num), reference, median_distance(reference));
+}
+
+std::string format_eval_table(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor) {
   if (rows.empty()) return "";
   std::string out;
   char cell[64];
@@ -57,8 +72,14 @@ std::string format_eval_table(const std::vector<EvalRow>& rows) {
     out += cell;
   }
   out += "\n";
-  for (const auto& row : rows) {
-    std::snprintf(cell, sizeof(cell), "%6lld", static_cast<long long>(row.nfe));
+  std::vector<EvalRow> lines = rows;
+  if (floor) lines.push_back(*floor);
+  for (const auto& row : lines) {
+    if (row.nfe > 0) {
+      std::snprintf(cell, sizeof(cell), "%6lld", static_cast<long long>(row.nfe));
+    } else {
+      std::snprintf(cell, sizeof(cell), "%6s", "data");
+    }
     out += cell;
     for (const auto& [name, value] : row.metrics) {
       std::snprintf(cell, sizeof(cell), "  %16.6f", value);
@@ -66,10 +87,11 @@ std::string format_eval_table(const std::vector<EvalRow>& rows) {
     }
     out += "\n";
   }
+  if (floor) out += "(data: held-out vs further held-out samples, the metrics' noise floor)\n";
   return out;
 }
 
-std::string eval_json(const std::vector<EvalRow>& rows) {
+std::string eval_json(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor) {
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   for (const auto& row : rows) {
     nlohmann::ordered_json entry;
@@ -79,6 +101,11 @@ std::string eval_json(const std::vector<EvalRow>& rows) {
   }
   nlohmann::ordered_json out;
   out["results"] = results;
+  if (floor) {
+    nlohmann::ordered_json entry;
+    for (const auto& [name, value] : floor->metrics) entry[name] = value;
+    out["floor"] = entry;
+  }
   return out.dump();
 }
 

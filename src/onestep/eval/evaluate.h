@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,7 +32,14 @@ torch::Tensor generate_samples(Method& method, NetworkImpl& net, const std::vect
 std::vector<EvalRow> evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const std::vector<int64_t>& nfes,
                               int64_t num, uint64_t seed, const torch::Device& device);
 
-std::string format_eval_table(const std::vector<EvalRow>& rows);
-std::string eval_json(const std::vector<EvalRow>& rows);
+// The noise floor of the metrics: the same metrics between the `num` held-out samples and
+// `num` further held-out samples (two independent draws of the data), as a row with nfe 0.
+// Returns nothing when the dataset holds fewer than 2 num held-out samples.
+std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num);
+
+// A table with one line per row; the floor, when given, as a last "data" line.
+std::string format_eval_table(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor = std::nullopt);
+// {"results": [...]} plus "floor": {...} when given.
+std::string eval_json(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor = std::nullopt);
 
 }  // namespace onestep

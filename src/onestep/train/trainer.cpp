@@ -234,7 +234,7 @@ void Trainer::run() {
                     config_.get_int("eval.num"), static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
     std::printf("evaluation against %lld held-out samples (%s weights):\n%s",
                 static_cast<long long>(config_.get_int("eval.num")), use_ema ? "EMA" : "raw",
-                format_eval_table(rows).c_str());
+                format_eval_table(rows, reference_floor(*dataset_, config_.get_int("eval.num"))).c_str());
     nlohmann::ordered_json record;
     record["step"] = steps_;
     record["eval"] = nlohmann::ordered_json::parse(eval_json(rows))["results"];
