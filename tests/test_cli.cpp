@@ -185,3 +185,22 @@ TEST_F(Cli, ShippedConfigTrainsOnAUserPointCloud) {
   ASSERT_EQ(sample.status, 0) << sample.out;
   EXPECT_EQ(onestep::read_npy(path("cloud.npy")).sizes(), (std::vector<int64_t>{7, 3}));
 }
+
+TEST_F(Cli, ConditionalMeanFlowPutsOneNfeSamplesOnTheRequestedMode) {
+  const Result train = run("train data.name=8gaussians method.name=meanflow method.time_sampler=uniform "
+                           "method.adaptive_p=0.5 train.steps=1500 model.width=128 model.depth=3 "
+                           "train.lr_schedule=cosine train.ema_decay=0.99 train.log_every=500 train.sample_every=0 "
+                           "eval.at_end=false --out " + path("modes"));
+  ASSERT_EQ(train.status, 0) << train.out;
+  for (int mode = 0; mode < 8; ++mode) {
+    const std::string file = path("mode" + std::to_string(mode) + ".npy");
+    ASSERT_EQ(run("sample --ckpt " + path("modes") + " --nfe 1 --num 400 --class " + std::to_string(mode) +
+                  " --out " + file).status, 0);
+    const auto samples = onestep::read_npy(file);
+    // The dataset's modes sit on a circle of radius 2 at angles 2 pi k / 8.
+    const double angle = 2 * M_PI * mode / 8;
+    const auto centre = torch::tensor({2 * std::cos(angle), 2 * std::sin(angle)}).to(torch::kFloat);
+    const double near = ((samples - centre).norm(2, 1) < 0.6).to(torch::kDouble).mean().item<double>();
+    EXPECT_GT(near, 0.9) << "mode " << mode << ": only " << near << " of the samples lie within 0.6 of it";
+  }
+}
