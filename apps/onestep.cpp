@@ -16,6 +16,7 @@
 #include "onestep/core/runtime.h"
 #include "onestep/data/dataset.h"
 #include "onestep/eval/evaluate.h"
+#include "onestep/eval/evaluator.h"
 #include "onestep/eval/sample_picture.h"
 #include "onestep/methods/method.h"
 #include "onestep/train/checkpoint.h"
@@ -113,13 +114,11 @@ int run_eval(const std::string& ckpt, const std::string& nfe_list, int64_t num, 
   LoadedModel model = load_model(ckpt, overrides, !raw);
   const Config& config = model.checkpoint.config;
   auto dataset = make_dataset(config);
-  const auto rows = evaluate(*model.method, *model.net, *dataset, config.get_int_list("eval.nfe"),
-                             config.get_int("eval.num"), static_cast<uint64_t>(config.get_int("eval.seed")), model.device);
+  const auto report = evaluate(*model.method, *model.net, *dataset, config, model.device);
   std::printf("%s at step %lld on %s, %lld held-out samples, %s weights\n", model.method->name().c_str(),
               static_cast<long long>(model.checkpoint.step), dataset->describe().c_str(),
               static_cast<long long>(config.get_int("eval.num")), raw ? "raw" : "EMA");
-  const auto floor = reference_floor(*dataset, config.get_int("eval.num"));
-  std::printf("%s%s\n", format_eval_table(rows, floor).c_str(), eval_json(rows, floor).c_str());
+  std::printf("%s%s\n", format_eval_table(report).c_str(), eval_json(report).c_str());
   return 0;
 }
 
@@ -190,6 +189,19 @@ int main(int argc, char** argv) {
   eval_cmd->add_flag("--no-ema", raw, "use the raw weights instead of the EMA");
   eval_cmd->add_option("overrides", overrides, "config overrides, e.g. method.sampler=heun");
 
+  EvaluatorTrainOptions evaluator_options;
+  auto* evaluator_cmd = app.add_subcommand("evaluator", "the image evaluator classifier behind fd/kid/precision/recall");
+  auto* evaluator_train_cmd = evaluator_cmd->add_subcommand("train", "train the Fashion-MNIST evaluator classifier");
+  evaluator_cmd->require_subcommand(1);
+  evaluator_train_cmd->add_option("--out", evaluator_options.out, "weights file (.safetensors)")->required();
+  evaluator_train_cmd->add_option("--data-dir", evaluator_options.data_dir, "folder of the Fashion-MNIST IDX files");
+  evaluator_train_cmd->add_option("--epochs", evaluator_options.epochs, "epochs")->check(CLI::PositiveNumber);
+  evaluator_train_cmd->add_option("--batch-size", evaluator_options.batch_size, "batch size")->check(CLI::PositiveNumber);
+  evaluator_train_cmd->add_option("--lr", evaluator_options.lr, "peak learning rate")->check(CLI::PositiveNumber);
+  evaluator_train_cmd->add_option("--seed", evaluator_options.seed, "seed");
+  evaluator_train_cmd->add_option("--threads", evaluator_options.threads, "intra-op threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
+
   auto* info_cmd = app.add_subcommand("info", "versions, threads, devices and the known names");
   info_cmd->add_flag("--keys", keys, "list every config key with its default and meaning");
   info_cmd->add_option("--ckpt", ckpt, "describe a checkpoint");
@@ -206,6 +218,10 @@ int main(int argc, char** argv) {
     if (*sample_cmd) return run_sample(ckpt, nfe, num, seed, class_label, raw, out_file, overrides);
     if (*eval_cmd) return run_eval(ckpt, nfe_list, eval_num, eval_seed, raw, overrides);
     if (*info_cmd) return run_info(keys, ckpt);
+    if (*evaluator_train_cmd) {
+      train_evaluator(evaluator_options);
+      return 0;
+    }
   } catch (const UserError& err) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", err.what());

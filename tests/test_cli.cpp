@@ -204,3 +204,22 @@ TEST_F(Cli, ConditionalMeanFlowPutsOneNfeSamplesOnTheRequestedMode) {
     EXPECT_GT(near, 0.9) << "mode " << mode << ": only " << near << " of the samples lie within 0.6 of it";
   }
 }
+
+TEST_F(Cli, ImageRunsAreScoredWithTheCommittedEvaluator) {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
+  const Result train = run("train data.name=fashion-mnist method.name=meanflow model.name=unet model.channels=16 "
+                           "model.channel_mult=1,2 model.num_res_blocks=1 model.emb_dim=32 train.batch_size=16 "
+                           "train.steps=4 train.log_every=2 eval.at_end=false --out " + path("images"));
+  ASSERT_EQ(train.status, 0) << train.out;
+  const Result eval = run("eval --ckpt " + path("images") + " --nfe 1 --num 100 eval.cache_dir=" + path("cache"));
+  ASSERT_EQ(eval.status, 0) << eval.out;
+  const auto json = nlohmann::json::parse(eval.out.substr(eval.out.find("{\"results\"")));
+  for (const char* metric : {"fd", "kid", "precision", "recall", "class_accuracy"})
+    EXPECT_TRUE(json["results"][0][metric].is_number()) << metric;
+  EXPECT_NE(json["evaluator"].get<std::string>().find("sha256 "), std::string::npos);
+  EXPECT_FALSE(fs::is_empty(path("cache")));  // reference features cached
+  const Result grid = run("sample --ckpt " + path("images") + " --num 20 --class 3 --out " + path("grid.png"));
+  EXPECT_EQ(grid.status, 0) << grid.out;
+  expect_user_error("eval --ckpt " + path("images") + " --num 100 eval.evaluator=" + path("nothing.safetensors"),
+                    {"nothing.safetensors"});
+}

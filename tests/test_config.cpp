@@ -7,24 +7,12 @@
 
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
+#include "test_support.h"
 
 using onestep::Config;
 using onestep::UserError;
 
-namespace {
-
-// The message of the UserError thrown by `f`, or "" when none is thrown.
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const UserError& err) {
-    return err.what();
-  }
-  return "";
-}
-
-}  // namespace
+using onestep::testing_support::user_error_message;
 
 TEST(Config, DefaultsAreSetForEveryKey) {
   Config config;
@@ -59,29 +47,29 @@ TEST(Config, ResolvedTomlRoundTrips) {
 
 TEST(Config, UnknownKeyNamesKeyOriginAndKnownKeys) {
   Config config;
-  const std::string message = error_of([&] { config.apply_toml("[model]\nwidht = 3\n", "my.toml"); });
+  const std::string message = user_error_message([&] { config.apply_toml("[model]\nwidht = 3\n", "my.toml"); });
   EXPECT_NE(message.find("my.toml"), std::string::npos) << message;
   EXPECT_NE(message.find("model.widht"), std::string::npos) << message;
   EXPECT_NE(message.find("model.width"), std::string::npos) << message;
-  EXPECT_NE(error_of([&] { config.apply_override("trian.steps=3"); }).find("known sections"), std::string::npos);
+  EXPECT_NE(user_error_message([&] { config.apply_override("trian.steps=3"); }).find("known sections"), std::string::npos);
 }
 
 TEST(Config, BadValuesNameKeyValueAndExpectation) {
   Config config;
-  const std::string not_int = error_of([&] { config.apply_override("train.steps=ten"); });
+  const std::string not_int = user_error_message([&] { config.apply_override("train.steps=ten"); });
   EXPECT_NE(not_int.find("train.steps"), std::string::npos);
   EXPECT_NE(not_int.find("'ten'"), std::string::npos);
   EXPECT_NE(not_int.find("integer"), std::string::npos);
-  const std::string out_of_range = error_of([&] { config.apply_override("method.ratio=1.5"); });
+  const std::string out_of_range = user_error_message([&] { config.apply_override("method.ratio=1.5"); });
   EXPECT_NE(out_of_range.find("[0, 1]"), std::string::npos) << out_of_range;
-  const std::string bad_choice = error_of([&] { config.apply_override("method.sampler=rk4"); });
+  const std::string bad_choice = user_error_message([&] { config.apply_override("method.sampler=rk4"); });
   EXPECT_NE(bad_choice.find("euler | heun"), std::string::npos) << bad_choice;
-  EXPECT_NE(error_of([&] { config.apply_override("eval.nfe=1,0"); }).find("positive"), std::string::npos);
-  EXPECT_NE(error_of([&] { config.apply_override("train.lr=nan"); }).find("finite"), std::string::npos);
-  EXPECT_NE(error_of([&] { config.apply_override("no_equals_sign"); }).find("section.key=value"), std::string::npos);
-  EXPECT_NE(error_of([&] { config.apply_toml("[train]\nsteps = \n", "broken.toml"); }).find("broken.toml:2"),
+  EXPECT_NE(user_error_message([&] { config.apply_override("eval.nfe=1,0"); }).find("positive"), std::string::npos);
+  EXPECT_NE(user_error_message([&] { config.apply_override("train.lr=nan"); }).find("finite"), std::string::npos);
+  EXPECT_NE(user_error_message([&] { config.apply_override("no_equals_sign"); }).find("section.key=value"), std::string::npos);
+  EXPECT_NE(user_error_message([&] { config.apply_toml("[train]\nsteps = \n", "broken.toml"); }).find("broken.toml:2"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { config.apply_toml("steps = 3\n", "flat.toml"); }).find("must be a section"),
+  EXPECT_NE(user_error_message([&] { config.apply_toml("steps = 3\n", "flat.toml"); }).find("must be a section"),
             std::string::npos);
   // A rejected value leaves the previous one in place.
   EXPECT_EQ(config.get_int("train.steps"), 4000);

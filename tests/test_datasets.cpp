@@ -7,6 +7,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -21,16 +23,7 @@ namespace {
 
 torch::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
-// The message of the UserError that `fn` throws; a test failure if it throws nothing.
-std::string user_error_message(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a UserError";
-  return "";
-}
+using testing_support::user_error_message;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

@@ -3,6 +3,8 @@
 // (classes, channels, alpha, antialiased resizing, splits, flips and error messages).
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <stb/stb_image_write.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -28,16 +30,7 @@ namespace {
 
 torch::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
-// The message of the UserError that `fn` throws; a test failure if it throws nothing.
-std::string user_error_message(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a UserError";
-  return "";
-}
+using testing_support::user_error_message;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

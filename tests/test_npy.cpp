@@ -1,9 +1,9 @@
 // Tests for the .npy reader/writer: round trips, the exact header bytes of the NumPy format
 // (version 1.0, 64-byte aligned data), reading files written by other tools, and rejections.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <atomic>
+#include "test_support.h"
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,29 +18,12 @@ namespace fs = std::filesystem;
 namespace onestep {
 namespace {
 
-class NpyTest : public ::testing::Test {
+using testing_support::read_raw;
+using testing_support::write_raw;
+
+class NpyTest : public testing_support::TempFolderTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::path(::testing::TempDir()) /
-           ("onestep_npy_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  static void write_raw(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
-
-  static std::string read_raw(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-
-  fs::path dir_;
 };
 
 // A version 1.0 (or `major`.0) .npy file with the given header dict and raw data.

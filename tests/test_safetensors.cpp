@@ -1,11 +1,11 @@
 // Tests for the safetensors reader/writer and the atomic file helper: round trips, the exact
 // on-disk layout, rejection of malformed files, and atomic-write guarantees.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -21,28 +21,11 @@ namespace fs = std::filesystem;
 namespace onestep {
 namespace {
 
-class SafetensorsTest : public ::testing::Test {
+using testing_support::read_raw;
+using testing_support::write_raw;
+
+class SafetensorsTest : public testing_support::TempFolderTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::path(::testing::TempDir()) /
-           ("onestep_safetensors_" + std::to_string(::getpid()) + "_" +
-            std::to_string(counter++));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  static void write_raw(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
-
-  static std::string read_raw(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
 
   // A safetensors file with the given header text (unpadded) and data section.
   static std::string make_file(const std::string& header, const std::string& data) {
@@ -60,7 +43,6 @@ class SafetensorsTest : public ::testing::Test {
     return names;
   }
 
-  fs::path dir_;
 };
 
 // Runs `action`, expecting a UserError whose message names `file` and contains `problem`.

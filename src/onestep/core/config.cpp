@@ -108,6 +108,9 @@ std::vector<KeySpec> build_schema() {
       {"eval.nfe", ValueType::IntList, "1,2,4", "NFE values evaluated (comma-separated list)", {}, 1, 1e6},
       int_key("eval.num", 4000, 2, 1e9, "generated and held-out samples per metric"),
       int_key("eval.seed", 1, 0, 9.0e15, "seed of the evaluation noise"),
+      string_key("eval.evaluator", "", {},
+                 "image evaluator weights (empty: the committed evaluators/fashion-mnist.safetensors)"),
+      string_key("eval.cache_dir", "", {}, "cache of reference image features (empty: ~/.cache/onestep)"),
       bool_key("eval.use_ema", true, "evaluate and sample with the EMA weights"),
       bool_key("eval.at_end", true, "evaluate at the end of training (written to metrics.jsonl and report.html)"),
   };

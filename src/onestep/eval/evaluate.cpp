@@ -4,7 +4,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 
+#include "onestep/core/error.h"
+#include "onestep/eval/evaluator.h"
+#include "onestep/eval/image_metrics.h"
 #include "onestep/eval/point_metrics.h"
 
 namespace onestep {
@@ -40,18 +44,52 @@ EvalRow score_points(int64_t nfe, const torch::Tensor& samples, const torch::Ten
 
 }  // namespace
 
-std::vector<EvalRow> evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const std::vector<int64_t>& nfes,
-                              int64_t num, uint64_t seed, const torch::Device& device) {
+namespace {
+
+std::string default_cache_dir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/onestep";
+  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.cache/onestep";
+  return ".onestep-cache";
+}
+
+}  // namespace
+
+EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Config& config,
+                    const torch::Device& device) {
+  const auto nfes = config.get_int_list("eval.nfe");
+  const int64_t num = config.get_int("eval.num");
+  const auto seed = static_cast<uint64_t>(config.get_int("eval.seed"));
   const Batch reference = dataset.heldout(num);
   const int64_t count = reference.x.size(0);
-  const auto ref_points = reference.x.reshape({count, -1}).to(torch::kDouble);
-  const double bandwidth = median_distance(ref_points);
-  std::vector<EvalRow> rows;
+  EvalReport report;
+  if (dataset.sample_shape().size() == 1) {
+    const auto ref_points = reference.x.reshape({count, -1}).to(torch::kDouble);
+    const double bandwidth = median_distance(ref_points);
+    for (const int64_t nfe : nfes) {
+      const auto samples = generate_samples(method, net, dataset.sample_shape(), count, reference.y, nfe, seed, device);
+      report.rows.push_back(score_points(nfe, samples, ref_points, bandwidth));
+    }
+    report.floor = reference_floor(dataset, num);
+    return report;
+  }
+  std::string evaluator_path = config.get_string("eval.evaluator");
+  if (evaluator_path.empty()) evaluator_path = std::string(ONESTEP_EVALUATOR_DIR) + "/fashion-mnist.safetensors";
+  Evaluator evaluator = Evaluator::load(evaluator_path);
+  if (evaluator.dataset() != config.get_string("data.name"))
+    throw UserError(evaluator_path + ": evaluator trained on '" + evaluator.dataset() + "', but data.name is '" +
+                    config.get_string("data.name") + "'; image metrics need an evaluator of the same dataset "
+                    "(eval.evaluator)");
+  std::string cache_dir = config.get_string("eval.cache_dir");
+  if (cache_dir.empty()) cache_dir = default_cache_dir();
+  report.evaluator = evaluator.path() + " (sha256 " + evaluator.sha256() + ")";
   for (const int64_t nfe : nfes) {
     const auto samples = generate_samples(method, net, dataset.sample_shape(), count, reference.y, nfe, seed, device);
-    rows.push_back(score_points(nfe, samples, ref_points, bandwidth));
+    EvalRow row;
+    row.nfe = nfe;
+    row.metrics = image_metrics(evaluator, samples, reference.y, reference.x, cache_dir);
+    report.rows.push_back(std::move(row));
   }
-  return rows;
+  return report;
 }
 
 std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num) {
@@ -61,7 +99,9 @@ std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num) {
   return score_points(0, all.slice(0, num, 2 * num), reference, median_distance(reference));
 }
 
-std::string format_eval_table(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor) {
+std::string format_eval_table(const EvalReport& report) {
+  const auto& rows = report.rows;
+  const auto& floor = report.floor;
   if (rows.empty()) return "";
   std::string out;
   char cell[64];
@@ -88,12 +128,13 @@ std::string format_eval_table(const std::vector<EvalRow>& rows, const std::optio
     out += "\n";
   }
   if (floor) out += "(data: held-out vs further held-out samples, the metrics' noise floor)\n";
+  if (!report.evaluator.empty()) out += "evaluator: " + report.evaluator + "\n";
   return out;
 }
 
-std::string eval_json(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor) {
+std::string eval_json(const EvalReport& report) {
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
-  for (const auto& row : rows) {
+  for (const auto& row : report.rows) {
     nlohmann::ordered_json entry;
     entry["nfe"] = row.nfe;
     for (const auto& [name, value] : row.metrics) entry[name] = value;
@@ -101,11 +142,12 @@ std::string eval_json(const std::vector<EvalRow>& rows, const std::optional<Eval
   }
   nlohmann::ordered_json out;
   out["results"] = results;
-  if (floor) {
+  if (report.floor) {
     nlohmann::ordered_json entry;
-    for (const auto& [name, value] : floor->metrics) entry[name] = value;
+    for (const auto& [name, value] : report.floor->metrics) entry[name] = value;
     out["floor"] = entry;
   }
+  if (!report.evaluator.empty()) out["evaluator"] = report.evaluator;
   return out.dump();
 }
 

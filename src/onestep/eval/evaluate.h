@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "onestep/core/config.h"
 #include "onestep/data/dataset.h"
 #include "onestep/methods/method.h"
 
@@ -27,19 +28,31 @@ torch::Tensor generate_samples(Method& method, NetworkImpl& net, const std::vect
                                int64_t num, const torch::Tensor& labels, int64_t nfe, uint64_t seed,
                                const torch::Device& device);
 
-// Scores samples at each NFE against `num` held-out samples. Class-conditional models are
-// sampled with the held-out labels, so the class mix matches the reference.
-std::vector<EvalRow> evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const std::vector<int64_t>& nfes,
-                              int64_t num, uint64_t seed, const torch::Device& device);
+// What `evaluate` returns: one row per NFE, the metrics' noise floor where the held-out set is
+// large enough (points), and for images the evaluator used ("path (sha256 ...)").
+struct EvalReport {
+  std::vector<EvalRow> rows;
+  std::optional<EvalRow> floor;
+  std::string evaluator;
+};
 
-// The noise floor of the metrics: the same metrics between the `num` held-out samples and
+// The evaluation protocol, configured by the eval.* keys: `eval.num` samples at each NFE of
+// `eval.nfe`, from noise seeded with `eval.seed`, against `eval.num` held-out samples.
+// Class-conditional models are sampled with the held-out labels, so the class mix matches the
+// reference. Points: energy_distance, sliced_w2, mmd_rbf. Images: fd, kid, precision, recall
+// (and class_accuracy for conditional models) in the feature space of the evaluator
+// `eval.evaluator`, which must have been trained on the same dataset.
+EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Config& config,
+                    const torch::Device& device);
+
+// The noise floor of the point metrics: the same metrics between `num` held-out samples and
 // `num` further held-out samples (two independent draws of the data), as a row with nfe 0.
 // Returns nothing when the dataset holds fewer than 2 num held-out samples.
 std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num);
 
-// A table with one line per row; the floor, when given, as a last "data" line.
-std::string format_eval_table(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor = std::nullopt);
-// {"results": [...]} plus "floor": {...} when given.
-std::string eval_json(const std::vector<EvalRow>& rows, const std::optional<EvalRow>& floor = std::nullopt);
+// A table with one line per row and the floor as a last "data" line.
+std::string format_eval_table(const EvalReport& report);
+// {"results": [...]}, plus "floor": {...} and "evaluator": {"path", "sha256"} when present.
+std::string eval_json(const EvalReport& report);
 
 }  // namespace onestep

@@ -227,21 +227,20 @@ void Trainer::run() {
   progress_->finish();
   save(steps_);
   write_picture(steps_);
-  std::vector<EvalRow> rows;
+  EvalReport report;
   if (config_.get_bool("eval.at_end")) {
     const bool use_ema = config_.get_bool("eval.use_ema");
-    rows = evaluate(*method_, use_ema ? ema_->net() : *net_, *dataset_, config_.get_int_list("eval.nfe"),
-                    config_.get_int("eval.num"), static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
+    report = evaluate(*method_, use_ema ? ema_->net() : *net_, *dataset_, config_, device_);
     std::printf("evaluation against %lld held-out samples (%s weights):\n%s",
                 static_cast<long long>(config_.get_int("eval.num")), use_ema ? "EMA" : "raw",
-                format_eval_table(rows, reference_floor(*dataset_, config_.get_int("eval.num"))).c_str());
+                format_eval_table(report).c_str());
     nlohmann::ordered_json record;
     record["step"] = steps_;
-    record["eval"] = nlohmann::ordered_json::parse(eval_json(rows))["results"];
+    record["eval"] = nlohmann::ordered_json::parse(eval_json(report))["results"];
     metrics_ << record.dump() << "\n";
     metrics_.flush();
   }
-  write_report((out_dir_ / "report.html").string(), config_, (out_dir_ / "metrics.jsonl").string(), rows);
+  write_report((out_dir_ / "report.html").string(), config_, (out_dir_ / "metrics.jsonl").string(), report.rows);
   std::printf("samples: %s\nreport:  %s\ncheckpoint: %s\n", (out_dir_ / "samples.png").string().c_str(),
               (out_dir_ / "report.html").string().c_str(), (out_dir_ / kCheckpointFileName).string().c_str());
 }

@@ -1,0 +1,218 @@
+// Tests for the image evaluator: SHA-256 test vectors, evaluator weights round trip and
+// rejection of bad files, image metrics on tiny synthetic sets (identical sets, class accuracy,
+// the reference cache), and the committed Fashion-MNIST evaluator's accuracy.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "onestep/core/error.h"
+#include "onestep/core/safetensors.h"
+#include "onestep/core/sha256.h"
+#include "onestep/data/image_datasets.h"
+#include "onestep/eval/evaluator.h"
+#include "onestep/eval/image_metrics.h"
+
+namespace fs = std::filesystem;
+
+namespace onestep {
+namespace {
+
+TEST(Sha256Test, StandardVectors) {
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Sha256Test, IncrementalUpdatesMatchOneShot) {
+  const std::string text(1000, 'x');
+  Sha256 hasher;
+  for (size_t start = 0, chunk = 1; start < text.size(); start += chunk, chunk = chunk % 97 + 13) {
+    hasher.update(text.data() + start, std::min(chunk, text.size() - start));
+  }
+  EXPECT_EQ(hasher.hex_digest(), sha256_hex(text));
+}
+
+class EvaluatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    dir_ = fs::path(::testing::TempDir()) /
+           ("onestep_evaluator_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  // A randomly initialised evaluator with non-trivial BatchNorm statistics, saved to `file`.
+  EvaluatorNet save_random_evaluator(const std::string& file) {
+    torch::manual_seed(7);
+    EvaluatorNet net;
+    net->train();
+    {
+      torch::NoGradGuard no_grad;
+      net->forward(torch::rand({16, 1, 28, 28}) * 2 - 1);
+    }
+    net->eval();
+    save_evaluator(net, file, 0.5, "test", 7);
+    return net;
+  }
+
+  static torch::Tensor random_images(int64_t n, uint64_t seed) {
+    torch::manual_seed(seed);
+    return torch::rand({n, 1, 28, 28}) * 2 - 1;
+  }
+
+  // Expects Evaluator::load(file) to throw a UserError whose message names `file`.
+  static void expect_load_error(const std::string& file) {
+    try {
+      Evaluator::load(file);
+      ADD_FAILURE() << "loading " << file << " did not throw";
+    } catch (const UserError& error) {
+      EXPECT_NE(std::string(error.what()).find(file), std::string::npos) << error.what();
+    }
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(EvaluatorTest, SaveLoadRoundTripGivesIdenticalFeatures) {
+  const std::string file = path("evaluator.safetensors");
+  EvaluatorNet net = save_random_evaluator(file);
+  const auto images = random_images(600, 1);  // more than one inference batch
+  torch::Tensor expected;
+  {
+    torch::NoGradGuard no_grad;
+    expected = torch::cat({net->features(images.narrow(0, 0, 100)), net->features(images.narrow(0, 100, 500))});
+  }
+  Evaluator evaluator = Evaluator::load(file);
+  // Within one inference batch the results are bit-identical; across batch sizes the
+  // convolution may round differently.
+  EXPECT_TRUE(torch::equal(evaluator.features(images.narrow(0, 0, 100)), expected.narrow(0, 0, 100)));
+  EXPECT_TRUE(torch::allclose(evaluator.features(images), expected, 1e-5, 1e-6));
+  EXPECT_EQ(evaluator.logits(images).sizes(), (torch::IntArrayRef{600, 10}));
+  EXPECT_EQ(evaluator.dataset(), "fashion-mnist");
+
+  std::ifstream in(file, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(evaluator.sha256(), sha256_hex(bytes));
+
+  const SafetensorsFile stored = read_safetensors(file);
+  EXPECT_EQ(stored.metadata.at("kind"), "onestep-evaluator");
+  EXPECT_EQ(stored.metadata.at("format_version"), "1");
+  EXPECT_EQ(stored.metadata.at("test_accuracy"), "0.5000");
+  EXPECT_EQ(stored.metadata.at("seed"), "7");
+  EXPECT_THROW(evaluator.features(torch::zeros({2, 3, 28, 28})), UserError);
+}
+
+TEST_F(EvaluatorTest, BadFilesThrowUserErrorNamingTheFile) {
+  const std::string good = path("evaluator.safetensors");
+  save_random_evaluator(good);
+  expect_load_error(path("missing.safetensors"));
+
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string truncated = path("truncated.safetensors");
+  std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  expect_load_error(truncated);
+
+  SafetensorsFile file = read_safetensors(good);
+  file.metadata["kind"] = "onestep-checkpoint";
+  const std::string other_kind = path("other_kind.safetensors");
+  write_safetensors(other_kind, file);
+  expect_load_error(other_kind);
+
+  file = read_safetensors(good);
+  file.tensors.erase("head.weight");
+  const std::string missing_tensor = path("missing_tensor.safetensors");
+  write_safetensors(missing_tensor, file);
+  expect_load_error(missing_tensor);
+
+  file = read_safetensors(good);
+  file.tensors["head.weight"] = torch::zeros({10, 3});
+  const std::string wrong_shape = path("wrong_shape.safetensors");
+  write_safetensors(wrong_shape, file);
+  expect_load_error(wrong_shape);
+}
+
+TEST_F(EvaluatorTest, IdenticalSetsGiveZeroDistanceAndFullPrecisionRecall) {
+  save_random_evaluator(path("evaluator.safetensors"));
+  Evaluator evaluator = Evaluator::load(path("evaluator.safetensors"));
+  const auto images = random_images(40, 2);
+  const auto metrics = image_metrics(evaluator, images, torch::Tensor(), images, path("cache"));
+  ASSERT_EQ(metrics.size(), 4u);
+  EXPECT_EQ(metrics[0].first, "fd");
+  EXPECT_EQ(metrics[1].first, "kid");
+  EXPECT_EQ(metrics[2].first, "precision");
+  EXPECT_EQ(metrics[3].first, "recall");
+  EXPECT_NEAR(metrics[0].second, 0.0, 1e-6);
+  EXPECT_DOUBLE_EQ(metrics[2].second, 1.0);
+  EXPECT_DOUBLE_EQ(metrics[3].second, 1.0);
+
+  const auto other = random_images(40, 3) * 0.2;
+  const auto different = image_metrics(evaluator, other, torch::Tensor(), images, path("cache"));
+  EXPECT_GT(different[0].second, 1e-3);
+}
+
+TEST_F(EvaluatorTest, ClassAccuracyIsTheShareClassifiedAsRequested) {
+  save_random_evaluator(path("evaluator.safetensors"));
+  Evaluator evaluator = Evaluator::load(path("evaluator.safetensors"));
+  const auto samples = random_images(30, 4);
+  const auto predicted = evaluator.logits(samples).argmax(1);
+  auto labels = torch::randint(0, 10, {30}, torch::kLong);
+  labels.narrow(0, 0, 12).copy_(predicted.narrow(0, 0, 12));  // at least 12 of 30 right
+  int64_t right = 0;
+  for (int64_t i = 0; i < 30; ++i) right += predicted[i].item<int64_t>() == labels[i].item<int64_t>();
+  const auto metrics = image_metrics(evaluator, samples, labels, random_images(20, 5), path("cache"));
+  ASSERT_EQ(metrics.size(), 5u);
+  EXPECT_EQ(metrics[4].first, "class_accuracy");
+  EXPECT_DOUBLE_EQ(metrics[4].second, static_cast<double>(right) / 30.0);
+  EXPECT_THROW(image_metrics(evaluator, samples, labels.narrow(0, 0, 5), samples, path("cache")), UserError);
+}
+
+TEST_F(EvaluatorTest, ReferenceCacheIsWrittenAndReused) {
+  save_random_evaluator(path("evaluator.safetensors"));
+  Evaluator evaluator = Evaluator::load(path("evaluator.safetensors"));
+  const auto samples = random_images(24, 6);
+  const auto reference = random_images(32, 7);
+  const std::string cache = reference_cache_path(evaluator, path("cache"), 32);
+  EXPECT_EQ(fs::path(cache).filename().string(),
+            "fashion-mnist-" + evaluator.sha256().substr(0, 16) + "-32.safetensors");
+  const auto first = image_metrics(evaluator, samples, torch::Tensor(), reference, path("cache"));
+  ASSERT_TRUE(fs::exists(cache));
+  const auto written = fs::last_write_time(cache);
+  const auto second = image_metrics(evaluator, samples, torch::Tensor(), reference, path("cache"));
+  EXPECT_EQ(fs::last_write_time(cache), written);  // read, not rewritten
+  ASSERT_EQ(first.size(), second.size());
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(first[i].second, second[i].second) << first[i].first;
+
+  // A different reference set of the same size replaces the stale cache.
+  const auto changed = image_metrics(evaluator, samples, torch::Tensor(), random_images(32, 8), path("cache"));
+  EXPECT_NE(changed[0].second, first[0].second);
+  EXPECT_EQ(read_safetensors(cache).tensors.at("features").size(0), 32);
+}
+
+TEST(CommittedEvaluatorTest, ReachesTheStatedTestAccuracy) {
+  const std::string file = std::string(ONESTEP_SOURCE_DIR) + "/evaluators/fashion-mnist.safetensors";
+  const std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  if (!fs::exists(file)) GTEST_SKIP() << file << " is absent";
+  if (!fs::exists(data_dir)) GTEST_SKIP() << data_dir << " is absent";
+  EXPECT_LT(fs::file_size(file), 5u * 1000 * 1000);
+  Evaluator evaluator = Evaluator::load(file);
+  EXPECT_EQ(evaluator.sha256().size(), 64u);
+  const Batch test = make_fashion_mnist_dataset(data_dir, false)->heldout(2000);
+  const double accuracy =
+      evaluator.logits(test.x).argmax(1).eq(test.y).to(torch::kDouble).mean().item<double>();
+  EXPECT_GE(accuracy, 0.93);
+}
+
+}  // namespace
+}  // namespace onestep
