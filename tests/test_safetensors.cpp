@@ -12,7 +12,7 @@
 #include <functional>
 #include <iterator>
 
-#include "onestep/core/atomic_file.h"
+#include "onestep/core/file_io.h"
 #include "onestep/core/error.h"
 #include "onestep/core/safetensors.h"
 

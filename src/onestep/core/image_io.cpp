@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "onestep/core/atomic_file.h"
+#include "onestep/core/file_io.h"
 #include "onestep/core/error.h"
 
 namespace onestep {

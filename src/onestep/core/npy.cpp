@@ -11,7 +11,7 @@
 #include <limits>
 #include <vector>
 
-#include "onestep/core/atomic_file.h"
+#include "onestep/core/file_io.h"
 #include "onestep/core/error.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -152,16 +152,6 @@ class HeaderParser {
   const std::string& text_;
   size_t pos_ = 0;
 };
-
-void read_bytes(std::ifstream& in, const std::string& path, int64_t offset, void* out,
-                int64_t count) {
-  in.seekg(offset);
-  in.read(static_cast<char*>(out), count);
-  if (!in || in.gcount() != count) {
-    throw UserError(path + ": read of " + std::to_string(count) + " bytes at offset " +
-                    std::to_string(offset) + " failed (file truncated?)");
-  }
-}
 
 }  // namespace
 

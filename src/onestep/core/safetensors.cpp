@@ -12,7 +12,7 @@
 #include <limits>
 #include <vector>
 
-#include "onestep/core/atomic_file.h"
+#include "onestep/core/file_io.h"
 #include "onestep/core/error.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -148,17 +148,6 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
     metadata[item.key()] = item.value().get<std::string>();
   }
   return metadata;
-}
-
-// Reads exactly `count` bytes at `offset`, or throws naming the file.
-void read_bytes(std::ifstream& in, const std::string& path, int64_t offset, void* out,
-                int64_t count) {
-  in.seekg(offset);
-  in.read(static_cast<char*>(out), count);
-  if (!in || in.gcount() != count) {
-    throw UserError(path + ": read of " + std::to_string(count) + " bytes at offset " +
-                    std::to_string(offset) + " failed (file truncated?)");
-  }
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "onestep/core/atomic_file.h"
+#include "onestep/core/file_io.h"
 
 namespace onestep {
 namespace {

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <optional>
 
-#include "onestep/core/atomic_file.h"
+#include "onestep/core/file_io.h"
 #include "onestep/core/error.h"
 #include "onestep/core/image_io.h"
 #include "onestep/core/progress.h"

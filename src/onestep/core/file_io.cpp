@@ -1,5 +1,6 @@
-// Atomic file writing: temporary file in the same folder, fflush + fsync, rename.
-#include "onestep/core/atomic_file.h"
+// File I/O helpers (see file_io.h): atomic writes (temporary file, fflush + fsync, rename) and
+// bounds-checked reads.
+#include "onestep/core/file_io.h"
 
 #include <unistd.h>
 
@@ -44,6 +45,15 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
   }
   if (std::rename(temp_path.c_str(), path.c_str()) != 0) {
     fail(path, temp_path, "rename", errno);
+  }
+}
+
+void read_bytes(std::ifstream& in, const std::string& path, int64_t offset, void* out, int64_t count) {
+  in.seekg(offset);
+  in.read(static_cast<char*>(out), count);
+  if (!in || in.gcount() != count) {
+    throw UserError(path + ": read of " + std::to_string(count) + " bytes at offset " + std::to_string(offset) +
+                    " failed (file truncated?)");
   }
 }
 
