@@ -21,13 +21,9 @@
 namespace onestep {
 namespace {
 
-torch::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
-
+using testing_support::contains;
+using testing_support::seeded;
 using testing_support::user_error_message;
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 std::unique_ptr<Dataset> toy(const std::string& name) { return make_toy_dataset(name, 1.0, 3); }
 

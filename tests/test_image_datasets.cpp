@@ -28,13 +28,9 @@ namespace fs = std::filesystem;
 namespace onestep {
 namespace {
 
-torch::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
-
+using testing_support::contains;
+using testing_support::seeded;
 using testing_support::user_error_message;
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 using Bytes = std::vector<uint8_t>;
 

@@ -1,8 +1,9 @@
-// Helpers shared by the tests: a per-test temporary folder, raw file bytes, and the message
-// of an expected UserError.
+// Helpers shared by the tests: a per-test temporary folder, raw file bytes, the message of an
+// expected UserError, a seeded generator and substring search.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -51,5 +52,9 @@ inline std::string user_error_message(const std::function<void()>& fn) {
   ADD_FAILURE() << "expected a UserError";
   return "";
 }
+
+inline torch::Generator seeded(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 }  // namespace onestep::testing_support
