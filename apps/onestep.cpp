@@ -83,12 +83,18 @@ int run_sample(const std::string& ckpt, int64_t nfe, int64_t num, int64_t seed, 
   if (ext != ".png" && ext != ".npy") throw UserError("--out " + out + ": expected a .png or .npy file name");
   LoadedModel model = load_model(ckpt, overrides, !raw);
   const int64_t classes = model.checkpoint.num_classes;
+  const bool images = model.checkpoint.sample_shape.size() == 3;
+  int64_t columns = 0;
   torch::Tensor labels;
   if (class_label >= 0) {
     if (class_label >= classes)
       throw UserError("--class " + std::to_string(class_label) + ": the model has " + std::to_string(classes) +
                       " classes (0.." + std::to_string(std::max<int64_t>(classes - 1, 0)) + ")");
     labels = torch::full({num}, class_label, torch::kLong);
+  } else if (classes > 0 && images) {
+    columns = std::max<int64_t>(1, num / classes);  // one row per class
+    labels = class_row_labels(classes, columns);
+    num = labels.size(0);
   } else if (classes > 0) {
     auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed) + 1);
     labels = torch::randint(classes, {num}, gen);
@@ -99,7 +105,7 @@ int run_sample(const std::string& ckpt, int64_t nfe, int64_t num, int64_t seed, 
     write_npy(out, samples);
   } else {
     const std::string caption = model.method->name() + ", " + std::to_string(nfe) + " NFE";
-    write_png(out, render_sample_picture(torch::Tensor(), {{caption, samples}}));
+    write_png(out, render_sample_picture(torch::Tensor(), {{caption, samples}}, columns));
   }
   std::printf("wrote %lld samples (%lld NFE) to %s\n", static_cast<long long>(num), static_cast<long long>(nfe),
               out.c_str());

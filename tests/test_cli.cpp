@@ -220,6 +220,10 @@ TEST_F(Cli, ImageRunsAreScoredWithTheCommittedEvaluator) {
   EXPECT_FALSE(fs::is_empty(path("cache")));  // reference features cached
   const Result grid = run("sample --ckpt " + path("images") + " --num 20 --class 3 --out " + path("grid.png"));
   EXPECT_EQ(grid.status, 0) << grid.out;
+  // Without --class: one row per class, 25 rounded down to 2 per class.
+  const Result rows = run("sample --ckpt " + path("images") + " --num 25 --out " + path("rows.npy"));
+  ASSERT_EQ(rows.status, 0) << rows.out;
+  EXPECT_EQ(onestep::read_npy(path("rows.npy")).sizes(), (std::vector<int64_t>{20, 1, 28, 28}));
   expect_user_error("eval --ckpt " + path("images") + " --num 100 eval.evaluator=" + path("nothing.safetensors"),
                     {"nothing.safetensors"});
 }

@@ -7,8 +7,13 @@
 
 namespace onestep {
 
+torch::Tensor class_row_labels(int64_t num_classes, int64_t per_class) {
+  return torch::arange(num_classes, torch::kLong).repeat_interleave(per_class);
+}
+
 torch::Tensor render_sample_picture(const torch::Tensor& reference,
-                                    const std::vector<std::pair<std::string, torch::Tensor>>& samples) {
+                                    const std::vector<std::pair<std::string, torch::Tensor>>& samples,
+                                    int64_t image_columns) {
   if (samples.front().second.dim() <= 2) {
     std::vector<ScatterPanel> panels;
     if (reference.defined()) panels.push_back({"held-out data", reference.reshape({reference.size(0), -1})});
@@ -17,7 +22,8 @@ torch::Tensor render_sample_picture(const torch::Tensor& reference,
   }
   std::vector<torch::Tensor> grids;
   for (const auto& [caption, images] : samples) {
-    const auto columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(images.size(0)))));
+    const auto columns = image_columns > 0 ? image_columns
+                                           : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(images.size(0)))));
     grids.push_back(render_grid(images.clamp(-1, 1), columns));
   }
   const int64_t height = grids.front().size(0), channels = grids.front().size(2);

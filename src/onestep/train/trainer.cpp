@@ -29,6 +29,7 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kPictureSamples = 2000;   // points per scatter panel
 constexpr int64_t kPictureImages = 64;      // images per grid
+constexpr int64_t kPictureImagesPerClass = 8;  // class-conditional grids: one row per class
 
 // Keeps only the metrics.jsonl records of steps <= `step` (a resumed run rewrites the rest).
 void truncate_metrics(const fs::path& path, int64_t step) {
@@ -176,16 +177,20 @@ void Trainer::log_record(int64_t step) {
 void Trainer::write_picture(int64_t step) {
   const bool points = dataset_->sample_shape().size() == 1;
   const Batch reference = dataset_->heldout(points ? kPictureSamples : kPictureImages);
-  const int64_t count = reference.x.size(0);
+  // Class-conditional images: one row per class; otherwise the held-out labels.
+  const bool class_rows = !points && dataset_->num_classes() > 0;
+  const int64_t columns = class_rows ? kPictureImagesPerClass : 0;
+  const auto labels = class_rows ? class_row_labels(dataset_->num_classes(), columns) : reference.y;
+  const int64_t count = labels.defined() ? labels.size(0) : reference.x.size(0);
   std::vector<std::pair<std::string, torch::Tensor>> panels;
   const bool use_ema = config_.get_bool("eval.use_ema");
   for (const int64_t nfe : config_.get_int_list("eval.nfe")) {
-    auto samples = generate_samples(*method_, use_ema ? ema_->net() : *net_, dataset_->sample_shape(), count,
-                                    reference.y, nfe, static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
+    auto samples = generate_samples(*method_, use_ema ? ema_->net() : *net_, dataset_->sample_shape(), count, labels,
+                                    nfe, static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
     panels.emplace_back(method_->name() + ", " + std::to_string(nfe) + " NFE, step " + std::to_string(step),
                         std::move(samples));
   }
-  const auto picture = render_sample_picture(reference.x, panels);
+  const auto picture = render_sample_picture(reference.x, panels, columns);
   fs::create_directories(out_dir_ / "samples");
   char name[64];
   std::snprintf(name, sizeof(name), "step_%08lld.png", static_cast<long long>(step));
