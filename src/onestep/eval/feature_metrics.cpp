@@ -4,6 +4,8 @@
 // of MiB.
 #include "onestep/eval/feature_metrics.h"
 
+#include "onestep/eval/row_sets.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
@@ -20,30 +22,6 @@ namespace {
 constexpr int64_t kMatmulEuclidean = 1;
 // Upper bound on the elements of one distance block (32 MiB of float64).
 constexpr int64_t kBlockElements = int64_t{1} << 22;
-
-torch::Tensor as_float64_features(const torch::Tensor& t, const char* name, int64_t min_rows) {
-  if (!t.defined() || t.dim() != 2) {
-    throw std::invalid_argument(std::string(name) + " must be a 2-D (rows x dims) tensor");
-  }
-  if (!t.is_floating_point()) {
-    throw std::invalid_argument(std::string(name) + " must have a floating-point dtype");
-  }
-  if (t.size(0) < min_rows) {
-    throw std::invalid_argument(std::string(name) + " needs at least " + std::to_string(min_rows) +
-                                " rows, got " + std::to_string(t.size(0)));
-  }
-  if (t.size(1) < 1) {
-    throw std::invalid_argument(std::string(name) + " needs at least 1 column");
-  }
-  return t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
-}
-
-void check_same_dims(const torch::Tensor& x, const torch::Tensor& y) {
-  if (x.size(1) != y.size(1)) {
-    throw std::invalid_argument("feature sets differ in dimension: " + std::to_string(x.size(1)) +
-                                " vs " + std::to_string(y.size(1)));
-  }
-}
 
 // Mean and covariance of one FeatureStatistics, checked for shape and moved to float64.
 void checked_moments(const FeatureStatistics& s, const char* name, torch::Tensor& mean,
@@ -101,7 +79,7 @@ torch::Tensor kth_neighbour_radii(const torch::Tensor& x, int64_t k) {
 
 FeatureStatistics feature_statistics(const torch::Tensor& features) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor x = as_float64_features(features, "features", 2);
+  const torch::Tensor x = as_float64_rows(features, "features", 2);
   const int64_t n = x.size(0);
   const torch::Tensor mean = x.mean(0);
   const torch::Tensor centred = x - mean;
@@ -129,9 +107,9 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b) 
 double kernel_inception_distance(const torch::Tensor& x, const torch::Tensor& y, int64_t subsets,
                                  int64_t subset_size, uint64_t seed) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor a = as_float64_features(x, "x", 2);
-  const torch::Tensor b = as_float64_features(y, "y", 2);
-  check_same_dims(a, b);
+  const torch::Tensor a = as_float64_rows(x, "x", 2);
+  const torch::Tensor b = as_float64_rows(y, "y", 2);
+  check_same_columns(a, b, "feature sets");
   if (subsets < 1) {
     throw std::invalid_argument("kernel_inception_distance needs subsets >= 1, got " +
                                 std::to_string(subsets));
@@ -156,9 +134,9 @@ double kernel_inception_distance(const torch::Tensor& x, const torch::Tensor& y,
 
 PrecisionRecall precision_recall(const torch::Tensor& real, const torch::Tensor& fake, int64_t k) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor r = as_float64_features(real, "real", 2);
-  const torch::Tensor f = as_float64_features(fake, "fake", 2);
-  check_same_dims(r, f);
+  const torch::Tensor r = as_float64_rows(real, "real", 2);
+  const torch::Tensor f = as_float64_rows(fake, "fake", 2);
+  check_same_columns(r, f, "feature sets");
   if (k < 1 || k >= r.size(0) || k >= f.size(0)) {
     throw std::invalid_argument("precision_recall needs 1 <= k < rows of each set, got k = " +
                                 std::to_string(k));

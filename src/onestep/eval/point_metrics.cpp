@@ -3,6 +3,8 @@
 // float64, one block of rows at a time, so memory stays bounded for sets of tens of thousands.
 #include "onestep/eval/point_metrics.h"
 
+#include "onestep/eval/row_sets.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
@@ -20,30 +22,6 @@ constexpr int64_t kExactEuclidean = 2;
 constexpr int64_t kBlockElements = int64_t{1} << 22;
 // mmd_rbf's bandwidth looks at no more than this many leading rows of the reference set.
 constexpr int64_t kMedianMaxRows = 2000;
-
-torch::Tensor as_float64_points(const torch::Tensor& t, const char* name) {
-  if (!t.defined() || t.dim() != 2) {
-    throw std::invalid_argument(std::string(name) + " must be a 2-D (rows x dims) tensor");
-  }
-  if (!t.is_floating_point()) {
-    throw std::invalid_argument(std::string(name) + " must have a floating-point dtype");
-  }
-  if (t.size(0) < 2) {
-    throw std::invalid_argument(std::string(name) + " needs at least 2 rows, got " +
-                                std::to_string(t.size(0)));
-  }
-  if (t.size(1) < 1) {
-    throw std::invalid_argument(std::string(name) + " needs at least 1 column");
-  }
-  return t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
-}
-
-void check_same_dims(const torch::Tensor& x, const torch::Tensor& y) {
-  if (x.size(1) != y.size(1)) {
-    throw std::invalid_argument("point sets differ in dimension: " + std::to_string(x.size(1)) +
-                                " vs " + std::to_string(y.size(1)));
-  }
-}
 
 // Sum over all pairs (i, j) of f(|a_i - b_j|), where f maps a block of distances to values in
 // place. With `skip_diagonal` (a and b are the same set) the i == j terms are left out.
@@ -94,18 +72,18 @@ torch::Tensor quantiles_on_grid(const torch::Tensor& sorted, int64_t levels) {
 
 double energy_distance(const torch::Tensor& x, const torch::Tensor& y) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor a = as_float64_points(x, "x");
-  const torch::Tensor b = as_float64_points(y, "y");
-  check_same_dims(a, b);
+  const torch::Tensor a = as_float64_rows(x, "x", 2);
+  const torch::Tensor b = as_float64_rows(y, "y", 2);
+  check_same_columns(a, b, "point sets");
   return 2.0 * mean_cross_distance(a, b) - mean_within_distance(a) - mean_within_distance(b);
 }
 
 double sliced_w2(const torch::Tensor& x, const torch::Tensor& y, int64_t num_directions,
                  uint64_t seed) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor a = as_float64_points(x, "x");
-  const torch::Tensor b = as_float64_points(y, "y");
-  check_same_dims(a, b);
+  const torch::Tensor a = as_float64_rows(x, "x", 2);
+  const torch::Tensor b = as_float64_rows(y, "y", 2);
+  check_same_columns(a, b, "point sets");
   const int64_t dims = a.size(1);
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   torch::Tensor directions;
@@ -132,7 +110,7 @@ double sliced_w2(const torch::Tensor& x, const torch::Tensor& y, int64_t num_dir
 
 double median_distance(const torch::Tensor& y) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor b = as_float64_points(y, "y");
+  const torch::Tensor b = as_float64_rows(y, "y", 2);
   const torch::Tensor head = b.narrow(0, 0, std::min(b.size(0), kMedianMaxRows));
   const int64_t m = head.size(0);
   const torch::Tensor upper = torch::triu_indices(m, m, 1);
@@ -154,9 +132,9 @@ double mmd_rbf(const torch::Tensor& x, const torch::Tensor& y, double bandwidth)
     throw std::invalid_argument("mmd_rbf needs a positive finite bandwidth, got " +
                                 std::to_string(bandwidth));
   }
-  const torch::Tensor a = as_float64_points(x, "x");
-  const torch::Tensor b = as_float64_points(y, "y");
-  check_same_dims(a, b);
+  const torch::Tensor a = as_float64_rows(x, "x", 2);
+  const torch::Tensor b = as_float64_rows(y, "y", 2);
+  check_same_columns(a, b, "point sets");
   const double scale = -0.5 / (bandwidth * bandwidth);
   const auto kernel = [scale](torch::Tensor& d) { d.square_().mul_(scale).exp_(); };
   const double n = static_cast<double>(a.size(0));
