@@ -1,7 +1,8 @@
 // End-to-end tests of the `onestep` binary: every bad input named in the contract exits with
 // status 2 and one clear line; sample and eval honour their output formats; a run stopped and
 // resumed logs exactly the losses of an uninterrupted run; Flow Matching on checkerboard
-// gets far better with more NFE.
+// gets far better with more NFE; the shipped configs train on a user's point cloud and on a
+// user's image folder.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "onestep/core/image_io.h"
 #include "onestep/core/npy.h"
 
 namespace fs = std::filesystem;
@@ -184,6 +186,33 @@ TEST_F(Cli, ShippedConfigTrainsOnAUserPointCloud) {
   const Result sample = run("sample --ckpt " + path("cloud") + " --num 7 --out " + path("cloud.npy"));
   ASSERT_EQ(sample.status, 0) << sample.out;
   EXPECT_EQ(onestep::read_npy(path("cloud.npy")).sizes(), (std::vector<int64_t>{7, 3}));
+}
+
+TEST_F(Cli, ShippedImageConfigTrainsOnAUserImageFolder) {
+  // Two classes (sub-folders) of 12 x 10 RGB pictures, dark and bright.
+  for (const auto& [name, value] : {std::pair<std::string, int>{"dark", 40}, {"bright", 200}}) {
+    fs::create_directories(dir_ / "pictures" / name);
+    for (int i = 0; i < 6; ++i)
+      onestep::write_png(path("pictures/" + name + "/" + std::to_string(i) + ".png"),
+                         torch::full({12, 10, 3}, value + 5 * i, torch::kUInt8));
+  }
+  const std::string folder = "folder:" + path("pictures");
+  const Result train = run("train -c " + std::string(ONESTEP_SOURCE_DIR) + "/configs/fmnist/meanflow.toml " +
+                           "data.name=" + folder + " data.size=16 model.attention_resolutions=8 model.channels=8 " +
+                           "model.emb_dim=16 train.batch_size=4 train.steps=3 train.log_every=1 --out " +
+                           path("run"));
+  ASSERT_EQ(train.status, 0) << train.out;
+  EXPECT_NE(train.out.find("no evaluation at the end of training: data.name = '" + folder), std::string::npos)
+      << train.out;
+  EXPECT_TRUE(fs::exists(path("run/samples.png")));
+  const Result sample = run("sample --ckpt " + path("run") + " --num 4 --out " + path("rows.npy"));
+  ASSERT_EQ(sample.status, 0) << sample.out;
+  EXPECT_EQ(onestep::read_npy(path("rows.npy")).sizes(), (std::vector<int64_t>{4, 3, 16, 16}));  // 2 per class
+  expect_user_error("eval --ckpt " + path("run") + " --num 4", {folder, "eval.evaluator"});
+  // The shipped config's attention at 7 x 7 does not fit 16 x 16 images: a clear error.
+  expect_user_error("train -c " + std::string(ONESTEP_SOURCE_DIR) + "/configs/fmnist/meanflow.toml data.name=" +
+                        folder + " data.size=16 --out " + path("bad"),
+                    {"model.attention_resolutions: 7", "16, 8, 4"});
 }
 
 TEST_F(Cli, ConditionalMeanFlowPutsOneNfeSamplesOnTheRequestedMode) {

@@ -1,14 +1,18 @@
 // Image networks (U-Net, DiT) with the signature net(z, t, h, c) of spec §0: output shapes,
 // forward-mode JVPs against central finite differences (float64, relative error < 1e-6) and
 // against the double-backward JVP, tangents on z, t and h, conditional (labels including the
-// null label) and unconditional; parameter gradients, and the gradient through the tangent.
+// null label) and unconditional; parameter gradients, and the gradient through the tangent;
+// the registry's checks of options against the data's shape.
 // Zero-initialised layers (adaLN-zero, residual output convs) are filled with small random
 // values first, so that every weight influences the output.
 #include <gtest/gtest.h>
 
+#include "onestep/core/config.h"
 #include "onestep/methods/jvp.h"
+#include "onestep/nets/network.h"
 #include "onestep/nets/dit.h"
 #include "onestep/nets/unet.h"
+#include "test_support.h"
 
 #include <functional>
 #include <string>
@@ -142,6 +146,30 @@ TEST(ImageNets, OutputShapesForFashionMnistAndCifarSizes) {
     EXPECT_EQ(dit.forward(in.z.to(torch::kFloat), in.t.to(torch::kFloat), in.h.to(torch::kFloat), in.c).sizes().vec(),
               expected);
   }
+}
+
+TEST(ImageNets, RegistryRejectsOptionsThatDoNotFitTheData) {
+  using onestep::testing_support::contains;
+  using onestep::testing_support::user_error_message;
+  const auto message = [](const std::vector<std::string>& overrides, const std::vector<int64_t>& shape) {
+    Config config;
+    for (const auto& assignment : overrides) config.apply_override(assignment);
+    return user_error_message([&] { make_network(config, {shape, shape, 0}); });
+  };
+  const std::vector<int64_t> fmnist = {1, 28, 28};
+  const std::string attention =
+      message({"model.name=unet", "model.channel_mult=1,2,2", "model.attention_resolutions=8"}, fmnist);
+  EXPECT_TRUE(contains(attention, "model.attention_resolutions: 8")) << attention;
+  EXPECT_TRUE(contains(attention, "levels are 28, 14, 7")) << attention;
+  EXPECT_TRUE(contains(message({"model.name=unet", "model.channels=30", "model.heads=4"}, fmnist), "model.heads"));
+  EXPECT_TRUE(contains(message({"model.name=dit", "model.patch_size=3"}, {1, 32, 32}), "model.patch_size = 3"));
+  EXPECT_TRUE(contains(message({"model.name=unet"}, {2}), "needs image data"));
+  // The sizes that do exist are accepted, including odd ones (7 = ceil(14 / 2)).
+  Config config;
+  config.apply_override("model.name=unet");
+  config.apply_override("model.channels=8");
+  config.apply_override("model.attention_resolutions=14,7");
+  EXPECT_NO_THROW(make_network(config, {fmnist, fmnist, 0}));
 }
 
 TEST(ImageNets, ZeroInitialisedOutputIsZero) {

@@ -36,6 +36,11 @@ struct EvalReport {
   std::string evaluator;
 };
 
+// Why `evaluate` cannot score this dataset with this config, or "" when it can: image metrics
+// need an evaluator trained on the same dataset, and onestep ships one for fashion-mnist only,
+// so other image data (folder:DIR) needs `eval.evaluator`.
+std::string evaluation_unavailable(const Dataset& dataset, const Config& config);
+
 // The evaluation protocol, configured by the eval.* keys: `eval.num` samples at each NFE of
 // `eval.nfe`, from noise seeded with `eval.seed`, against `eval.num` held-out samples.
 // Class-conditional models are sampled with the held-out labels, so the class mix matches the

@@ -1,6 +1,8 @@
 // Network registry: builds the network named by `model.name` from the config.
 #include "onestep/nets/network.h"
 
+#include <algorithm>
+
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
 #include "onestep/nets/dit.h"
@@ -50,6 +52,15 @@ Network make_network(const Config& config, const NetSpec& spec) {
       require((options.channels * mult) % options.heads == 0,
               "model.channels x model.channel_mult (" + std::to_string(options.channels * mult) +
                   ") must be divisible by model.heads = " + std::to_string(options.heads));
+    std::vector<int64_t> level_sizes = {spec.in_shape[1]};  // each level halves the height, rounding up
+    while (level_sizes.size() < options.channel_mult.size()) level_sizes.push_back((level_sizes.back() + 1) / 2);
+    for (const int64_t resolution : options.attention_resolutions) {
+      if (std::find(level_sizes.begin(), level_sizes.end(), resolution) != level_sizes.end()) continue;
+      std::string sizes;
+      for (const int64_t size : level_sizes) sizes += (sizes.empty() ? "" : ", ") + std::to_string(size);
+      require(false, "model.attention_resolutions: " + std::to_string(resolution) +
+                         " is not the size of a U-Net level; this data's levels are " + sizes);
+    }
     return std::make_shared<UnetImpl>(spec, options);
   }
   if (name == "dit") {

@@ -20,7 +20,7 @@ struct UnetOptions {
   int64_t channels = 64;
   std::vector<int64_t> channel_mult = {1, 2, 2};
   int64_t num_res_blocks = 2;
-  std::vector<int64_t> attention_resolutions = {7};
+  std::vector<int64_t> attention_resolutions;
   int64_t emb_dim = 256;
   int64_t heads = 4;
   double time_max_period = 10000;

@@ -233,7 +233,10 @@ void Trainer::run() {
   save(steps_);
   write_picture(steps_);
   EvalReport report;
-  if (config_.get_bool("eval.at_end")) {
+  const std::string unavailable = evaluation_unavailable(*dataset_, config_);
+  if (config_.get_bool("eval.at_end") && !unavailable.empty()) {
+    std::printf("no evaluation at the end of training: %s\n", unavailable.c_str());
+  } else if (config_.get_bool("eval.at_end")) {
     const bool use_ema = config_.get_bool("eval.use_ema");
     report = evaluate(*method_, use_ema ? ema_->net() : *net_, *dataset_, config_, device_);
     std::printf("evaluation against %lld held-out samples (%s weights):\n%s",
