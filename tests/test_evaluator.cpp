@@ -1,10 +1,12 @@
 // Tests for the image evaluator: SHA-256 test vectors, evaluator weights round trip and
 // rejection of bad files, image metrics on tiny synthetic sets (identical sets, class accuracy,
-// the reference cache), and the committed Fashion-MNIST evaluator's accuracy.
+// the reference cache), and the committed Fashion-MNIST evaluator: its accuracy, and Frechet
+// distances on real test images (two halves close, noise far, rising with blur and noise).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -15,6 +17,7 @@
 #include "onestep/core/sha256.h"
 #include "onestep/data/image_datasets.h"
 #include "onestep/eval/evaluator.h"
+#include "onestep/eval/feature_metrics.h"
 #include "onestep/eval/image_metrics.h"
 
 namespace fs = std::filesystem;
@@ -212,6 +215,48 @@ TEST(CommittedEvaluatorTest, ReachesTheStatedTestAccuracy) {
   const double accuracy =
       evaluator.logits(test.x).argmax(1).eq(test.y).to(torch::kDouble).mean().item<double>();
   EXPECT_GE(accuracy, 0.93);
+}
+
+// A separable Gaussian blur of N x 1 x H x W images with standard deviation `sigma` pixels
+// (reflected borders).
+torch::Tensor gaussian_blur(const torch::Tensor& images, double sigma) {
+  const auto radius = static_cast<int64_t>(std::ceil(3 * sigma));
+  auto kernel = torch::exp(-torch::arange(-radius, radius + 1, torch::kFloat).pow(2) / (2 * sigma * sigma));
+  kernel = kernel / kernel.sum();
+  namespace F = torch::nn::functional;
+  auto x = F::pad(images, F::PadFuncOptions({radius, radius, radius, radius}).mode(torch::kReflect));
+  x = F::conv2d(x, kernel.view({1, 1, 1, -1}));
+  return F::conv2d(x, kernel.view({1, 1, -1, 1}));
+}
+
+TEST(CommittedEvaluatorTest, FrechetDistanceRanksRealImagesNoiseAndCorruptions) {
+  const std::string file = std::string(ONESTEP_SOURCE_DIR) + "/evaluators/fashion-mnist.safetensors";
+  const std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  if (!fs::exists(file)) GTEST_SKIP() << file << " is absent";
+  if (!fs::exists(data_dir)) GTEST_SKIP() << data_dir << " is absent";
+  Evaluator evaluator = Evaluator::load(file);
+  const torch::Tensor test = make_fashion_mnist_dataset(data_dir, false)->heldout(10000).x;
+  const torch::Tensor half = test.slice(0, 0, 5000);
+  const FeatureStatistics other_half = feature_statistics(evaluator.features(test.slice(0, 5000, 10000)));
+  const auto fd = [&](const torch::Tensor& images) {
+    return frechet_distance(feature_statistics(evaluator.features(images)), other_half);
+  };
+  const double halves = fd(half);
+  auto gen = at::detail::createCPUGenerator(3);
+  const double noise = fd(torch::randn(half.sizes(), gen).clamp(-1, 1));
+  EXPECT_GT(noise, 100 * halves) << "halves " << halves << ", noise " << noise;
+  double previous = halves;
+  for (const double sigma : {0.5, 1.0, 1.5, 2.5}) {
+    const double blurred = fd(gaussian_blur(half, sigma));
+    EXPECT_GT(blurred, previous) << "blur sigma " << sigma;
+    previous = blurred;
+  }
+  previous = halves;
+  for (const double std : {0.05, 0.1, 0.2, 0.4}) {
+    const double noisy = fd((half + std * torch::randn(half.sizes(), gen)).clamp(-1, 1));
+    EXPECT_GT(noisy, previous) << "noise std " << std;
+    previous = noisy;
+  }
 }
 
 }  // namespace
