@@ -203,15 +203,22 @@ TEST_F(EvaluatorTest, ReferenceCacheIsWrittenAndReused) {
   EXPECT_EQ(read_safetensors(cache).tensors.at("features").size(0), 32);
 }
 
-TEST(CommittedEvaluatorTest, ReachesTheStatedTestAccuracy) {
-  const std::string file = std::string(ONESTEP_SOURCE_DIR) + "/evaluators/fashion-mnist.safetensors";
-  const std::string data_dir = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(file)) GTEST_SKIP() << file << " is absent";
-  if (!fs::exists(data_dir)) GTEST_SKIP() << data_dir << " is absent";
-  EXPECT_LT(fs::file_size(file), 5u * 1000 * 1000);
-  Evaluator evaluator = Evaluator::load(file);
+// The committed evaluator and the installed Fashion-MNIST test split; skipped when absent.
+class CommittedEvaluatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(file_)) GTEST_SKIP() << file_ << " is absent";
+    if (!fs::exists(data_dir_)) GTEST_SKIP() << data_dir_ << " is absent";
+  }
+  const std::string file_ = std::string(ONESTEP_SOURCE_DIR) + "/evaluators/fashion-mnist.safetensors";
+  const std::string data_dir_ = "/usr/share/datasets/fashion-mnist";
+};
+
+TEST_F(CommittedEvaluatorTest, ReachesTheStatedTestAccuracy) {
+  EXPECT_LT(fs::file_size(file_), 5u * 1000 * 1000);
+  Evaluator evaluator = Evaluator::load(file_);
   EXPECT_EQ(evaluator.sha256().size(), 64u);
-  const Batch test = make_fashion_mnist_dataset(data_dir, false)->heldout(2000);
+  const Batch test = make_fashion_mnist_dataset(data_dir_, false)->heldout(2000);
   const double accuracy =
       evaluator.logits(test.x).argmax(1).eq(test.y).to(torch::kDouble).mean().item<double>();
   EXPECT_GE(accuracy, 0.93);
@@ -229,13 +236,9 @@ torch::Tensor gaussian_blur(const torch::Tensor& images, double sigma) {
   return F::conv2d(x, kernel.view({1, 1, -1, 1}));
 }
 
-TEST(CommittedEvaluatorTest, FrechetDistanceRanksRealImagesNoiseAndCorruptions) {
-  const std::string file = std::string(ONESTEP_SOURCE_DIR) + "/evaluators/fashion-mnist.safetensors";
-  const std::string data_dir = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(file)) GTEST_SKIP() << file << " is absent";
-  if (!fs::exists(data_dir)) GTEST_SKIP() << data_dir << " is absent";
-  Evaluator evaluator = Evaluator::load(file);
-  const torch::Tensor test = make_fashion_mnist_dataset(data_dir, false)->heldout(10000).x;
+TEST_F(CommittedEvaluatorTest, FrechetDistanceRanksRealImagesNoiseAndCorruptions) {
+  Evaluator evaluator = Evaluator::load(file_);
+  const torch::Tensor test = make_fashion_mnist_dataset(data_dir_, false)->heldout(10000).x;
   const torch::Tensor half = test.slice(0, 0, 5000);
   const FeatureStatistics other_half = feature_statistics(evaluator.features(test.slice(0, 5000, 10000)));
   const auto fd = [&](const torch::Tensor& images) {
