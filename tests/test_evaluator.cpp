@@ -3,9 +3,7 @@
 // the reference cache), and the committed Fashion-MNIST evaluator: its accuracy, and Frechet
 // distances on real test images (two halves close, noise far, rising with blur and noise).
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +17,7 @@
 #include "onestep/eval/evaluator.h"
 #include "onestep/eval/feature_metrics.h"
 #include "onestep/eval/image_metrics.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 
@@ -43,18 +42,8 @@ TEST(Sha256Test, IncrementalUpdatesMatchOneShot) {
   EXPECT_EQ(hasher.hex_digest(), sha256_hex(text));
 }
 
-class EvaluatorTest : public ::testing::Test {
+class EvaluatorTest : public testing_support::TempFolderTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::path(::testing::TempDir()) /
-           ("onestep_evaluator_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   // A randomly initialised evaluator with non-trivial BatchNorm statistics, saved to `file`.
   EvaluatorNet save_random_evaluator(const std::string& file) {
     torch::manual_seed(7);
@@ -83,8 +72,6 @@ class EvaluatorTest : public ::testing::Test {
       EXPECT_NE(std::string(error.what()).find(file), std::string::npos) << error.what();
     }
   }
-
-  fs::path dir_;
 };
 
 TEST_F(EvaluatorTest, SaveLoadRoundTripGivesIdenticalFeatures) {

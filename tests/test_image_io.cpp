@@ -2,34 +2,23 @@
 // grids.
 #include <gtest/gtest.h>
 #include <stb/stb_image.h>
-#include <unistd.h>
 
 #include <array>
-#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 
 #include "onestep/core/error.h"
 #include "onestep/core/image_io.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace onestep {
 namespace {
 
-class ImageIoTest : public ::testing::Test {
+class ImageIoTest : public testing_support::TempFolderTest {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    dir_ = fs::path(::testing::TempDir()) /
-           ("onestep_image_io_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   // Decodes a PNG file with stb_image into H x W x C uint8.
   static torch::Tensor decode_png(const std::string& path, int channels) {
     std::ifstream in(path, std::ios::binary);
@@ -45,8 +34,6 @@ class ImageIoTest : public ::testing::Test {
     stbi_image_free(pixels);
     return image;
   }
-
-  fs::path dir_;
 };
 
 // The RGB pixel at (row, column) of an H x W x 3 image.
