@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# GPU check on a machine with a CUDA PyTorch wheel and no Debian packages (the device machine,
+# see docs/benchmarks.md): builds onestep against the wheel's LibTorch, runs the test suite and a
+# short CUDA training-speed check, and writes a summary. Needs the Debian .deb files of the
+# header libraries in .deps/ (fetch them here with `scripts/gpu-check.sh --fetch`).
+# Usage: scripts/gpu-check.sh [--fetch] [OUT_DIR]   (OUT_DIR default: gpu-check-out)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+debs=(libcli11-dev libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libgtest-dev googletest
+      libbenchmark-dev libbenchmark1debian libstb-dev libstb0 dataset-fashion-mnist)
+if [ "${1:-}" = "--fetch" ]; then
+  mkdir -p .deps && (cd .deps && apt-get download "${debs[@]}")
+  exit $?
+fi
+out=${1:-gpu-check-out}
+mkdir -p "$out"
+summary="$out/summary.md"
+deps=/opt/deps
+mkdir -p "$deps"
+for f in .deps/*.deb; do dpkg -x "$f" "$deps"; done
+# Fashion-MNIST where Debian puts it (the default data.path and the tests expect it there).
+mkdir -p /usr/share/datasets && ln -sfn "$deps/usr/share/datasets/fashion-mnist" /usr/share/datasets/fashion-mnist
+export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+{
+  echo "# onestep GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null)"
+  echo "- PyTorch: $(python3 -c 'import torch;print(torch.__version__, "CUDA", torch.version.cuda, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)')"
+  echo "- compiler: $(c++ --version | head -1); CPU cores: $(nproc)"
+} > "$summary"
+
+start=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" \
+  -DCMAKE_POLICY_VERSION_MINIMUM=3.5 > "$out/configure.log" 2>&1
+cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1
+build_rc=$?
+echo "- build: exit $build_rc in $(( $(date +%s) - start )) s; warnings: $(grep -c 'warning:' "$out/build.log")" >> "$summary"
+grep -A3 'warning:\|error:' "$out/build.log" | head -40 >> "$out/build-warnings.log"
+[ $build_rc -eq 0 ] || { tail -40 "$out/build.log"; cat "$summary"; exit 1; }
+
+start=$(date +%s)
+(cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure > "../$out/ctest.log" 2>&1)
+echo "- ctest: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1) in $(( $(date +%s) - start )) s" >> "$summary"
+grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$out/ctest.log" | head -30 >> "$summary"
+first_failed=$(grep -oE '[0-9]+ - [A-Za-z0-9_./]+ \((Failed|SEGFAULT|Subprocess aborted)' "$out/ctest.log" | head -1 | awk '{print $3}')
+if [ -n "$first_failed" ] && command -v cuda-gdb > /dev/null; then
+  timeout 120 cuda-gdb -batch -ex run -ex bt --args build-gpu/onestep_tests --gtest_filter="$first_failed" \
+    > "$out/backtrace.log" 2>&1
+  echo "- backtrace of $first_failed: backtrace.log" >> "$summary"
+fi
+
+# Training speed on CUDA: steps/s of FM and MeanFlow on the shipped Fashion-MNIST configs.
+batches=${GPU_CHECK_BATCHES:-64 256}
+echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"
+for method in fm meanflow; do
+  for model in unet dit; do
+    for batch in $batches; do
+      run="$out/runs/$method-$model-$batch"; rm -rf "$run"
+      extra=(); [ "$model" = dit ] && extra=(model.name=dit model.width=256 model.depth=6 model.heads=4 model.patch_size=2)
+      timeout 240 build-gpu/onestep train -c "configs/fmnist/$method.toml" --out "$run" train.device=cuda \
+        train.steps=200 train.log_every=100 train.sample_every=0 train.ckpt_every=0 eval.at_end=false \
+        train.batch_size=$batch "${extra[@]}" > "$run.log" 2>&1
+      rate=$(tail -1 "$run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys;print(json.loads(sys.stdin.read())["steps_per_s"])' 2>/dev/null)
+      echo "- $method $model batch $batch: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
+    done
+  done
+done
+rm -rf "$out/runs"
+cat "$summary"
