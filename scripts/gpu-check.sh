@@ -12,8 +12,8 @@ if [ "${1:-}" = "--fetch" ]; then
   mkdir -p .deps && (cd .deps && apt-get download "${debs[@]}")
   exit $?
 fi
-out=${1:-gpu-check-out}
-mkdir -p "$out"
+out=$(realpath -m "${1:-gpu-check-out}")
+mkdir -p "$out/runs"
 summary="$out/summary.md"
 deps=/opt/deps
 mkdir -p "$deps"

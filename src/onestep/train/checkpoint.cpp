@@ -73,7 +73,7 @@ Checkpoint read_checkpoint(const std::string& path) {
   checkpoint.path = std::filesystem::is_directory(path) ? (std::filesystem::path(path) / kCheckpointFileName).string() : path;
   if (!std::filesystem::exists(checkpoint.path)) throw UserError(checkpoint.path + ": checkpoint file not found");
   checkpoint.file = read_safetensors(checkpoint.path);
-  const std::string& version = metadata(checkpoint, "format_version");
+  const std::string version = metadata(checkpoint, "format_version");
   if (version != std::to_string(kCheckpointFormatVersion))
     throw UserError(checkpoint.path + ": checkpoint format_version " + version + ", this onestep reads version " +
                     std::to_string(kCheckpointFormatVersion));
