@@ -18,8 +18,10 @@
 #include "onestep/eval/evaluate.h"
 #include "onestep/eval/evaluator.h"
 #include "onestep/eval/sample_picture.h"
+#include "onestep/core/registry.h"
 #include "onestep/methods/method.h"
 #include "onestep/train/checkpoint.h"
+#include "onestep/train/evaluator_training.h"
 #include "onestep/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -37,25 +39,28 @@ std::string default_run_dir(const Config& config) {
   return (fs::path("runs") / (config.get_string("method.name") + "-" + data + "-" + stamp)).string();
 }
 
-// A network loaded from a checkpoint, ready to sample: EMA weights unless told otherwise.
+// A method's modules loaded from a checkpoint, ready to sample: EMA weights unless told otherwise.
 struct LoadedModel {
   Checkpoint checkpoint;
   std::unique_ptr<Method> method;
-  Network net;
+  DataInfo data;
+  ModuleSet modules;
   torch::Device device = torch::kCPU;
 };
 
 LoadedModel load_model(const std::string& path, const std::vector<std::string>& overrides, bool use_ema) {
-  LoadedModel model{read_checkpoint(path), nullptr, nullptr};
+  LoadedModel model{read_checkpoint(path), nullptr, {}, {}};
   for (const auto& assignment : overrides) model.checkpoint.config.apply_override(assignment);
   const Config& config = model.checkpoint.config;
+  config.validate();
   set_threads(config.get_int("train.threads"));
   model.device = resolve_device(config.get_string("train.device"));
   model.method = make_method(config);
-  model.net = make_network(config, model.method->net_spec(model.checkpoint.sample_shape, model.checkpoint.num_classes));
-  load_network(*model.net, model.checkpoint, use_ema ? "ema" : "model");
-  model.net->to(model.device);
-  model.net->eval();
+  model.data = {model.checkpoint.sample_shape, model.checkpoint.num_classes};
+  model.modules = model.method->build_modules(config, model.data);
+  load_modules(model.modules, model.checkpoint, use_ema ? "ema" : "model");
+  model.modules.to(model.device);
+  model.modules.train(false);
   return model;
 }
 
@@ -71,6 +76,7 @@ int run_train(const std::string& config_file, const std::string& out_dir, const 
     request.config.apply_toml_file(config_file);
   }
   for (const auto& assignment : overrides) request.config.apply_override(assignment);
+  request.config.validate();
   if (!request.resume) request.out_dir = out_dir.empty() ? default_run_dir(request.config) : out_dir;
   set_threads(request.config.get_int("train.threads"));
   train(request);
@@ -99,16 +105,16 @@ int run_sample(const std::string& ckpt, int64_t nfe, int64_t num, int64_t seed, 
     auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed) + 1);
     labels = torch::randint(classes, {num}, gen);
   }
-  const auto samples = generate_samples(*model.method, *model.net, model.checkpoint.sample_shape, num, labels, nfe,
-                                        static_cast<uint64_t>(seed), model.device);
+  const SamplingPlan plan{nfe};
+  const auto samples = generate_samples(*model.method, model.modules, model.method->noise_shape(model.data), num,
+                                        labels, plan, static_cast<uint64_t>(seed), model.device);
+  const std::string nfe_text = describe_nfe(model.method->count_nfe(plan));
   if (ext == ".npy") {
     write_npy(out, samples);
   } else {
-    const std::string caption = model.method->name() + ", " + std::to_string(nfe) + " NFE";
-    write_png(out, render_sample_picture(torch::Tensor(), {{caption, samples}}, columns));
+    write_png(out, render_sample_picture(torch::Tensor(), {{model.method->name() + ", " + nfe_text, samples}}, columns));
   }
-  std::printf("wrote %lld samples (%lld NFE) to %s\n", static_cast<long long>(num), static_cast<long long>(nfe),
-              out.c_str());
+  std::printf("wrote %lld samples (%s) to %s\n", static_cast<long long>(num), nfe_text.c_str(), out.c_str());
   return 0;
 }
 
@@ -120,7 +126,7 @@ int run_eval(const std::string& ckpt, const std::string& nfe_list, int64_t num, 
   LoadedModel model = load_model(ckpt, overrides, !raw);
   const Config& config = model.checkpoint.config;
   auto dataset = make_dataset(config);
-  const auto report = evaluate(*model.method, *model.net, *dataset, config, model.device);
+  const auto report = evaluate(*model.method, model.modules, *dataset, config, model.device);
   std::printf("%s at step %lld on %s, %lld held-out samples, %s weights\n", model.method->name().c_str(),
               static_cast<long long>(model.checkpoint.step), dataset->describe().c_str(),
               static_cast<long long>(config.get_int("eval.num")), raw ? "raw" : "EMA");
@@ -130,8 +136,17 @@ int run_eval(const std::string& ckpt, const std::string& nfe_list, int64_t num, 
 
 int run_info(bool keys, const std::string& ckpt) {
   if (keys) {
-    for (const auto& spec : Config::schema())
-      std::printf("%-24s = %-14s %s\n", spec.key.c_str(), spec.default_value.c_str(), spec.help.c_str());
+    const auto print = [](const KeySpec& spec) {
+      std::printf("  %-26s = %-14s %s\n", spec.key.c_str(), spec.default_value.c_str(), spec.help.c_str());
+    };
+    std::printf("trainer keys:\n");
+    for (const auto& spec : Config::general_keys()) print(spec);
+    for (const std::string section : {"data", "model", "method"}) {
+      for (const auto* info : components(section)) {
+        std::printf("%s.name = %s: %s\n", section.c_str(), info->usage.c_str(), info->description.c_str());
+        for (const auto& spec : info->keys) print(spec);
+      }
+    }
     return 0;
   }
   if (!ckpt.empty()) {
@@ -144,16 +159,12 @@ int run_info(bool keys, const std::string& ckpt) {
                 checkpoint.config.to_toml().c_str());
     return 0;
   }
-  const auto join = [](const std::vector<std::string>& names) {
-    std::string out;
-    for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
-    return out;
-  };
   std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores)\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
               "0.1.0", compat::torch_version().c_str(), set_threads(0), std::thread::hardware_concurrency(),
               torch::cuda::is_available() ? ("yes, " + std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
                                           : "no",
-              join(method_names()).c_str(), join(network_names()).c_str(), join(dataset_names()).c_str());
+              component_usages("method").c_str(), component_usages("model").c_str(),
+              component_usages("data").c_str());
   return 0;
 }
 

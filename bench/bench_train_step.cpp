@@ -23,18 +23,17 @@ class StepRunner {
  public:
   StepRunner(const std::string& method, const std::string& jvp, int64_t batch_size) : gen_(at::detail::createCPUGenerator(0)) {
     config_.apply_override("method.name=" + method);
-    config_.apply_override("method.jvp=" + jvp);
+    if (!jvp.empty()) config_.apply_override("method.jvp=" + jvp);
+    config_.validate();
     torch::manual_seed(0);
     dataset_ = make_dataset(config_);
     method_ = make_method(config_);
-    net_ = make_network(config_, method_->net_spec(dataset_->sample_shape(), dataset_->num_classes()));
-    std::vector<std::pair<std::string, torch::Tensor>> named;
-    for (const auto& item : net_->named_parameters()) named.emplace_back(item.key(), item.value());
-    optimizer_ = std::make_unique<Adam>(std::move(named), AdamOptions{});
+    modules_ = method_->build_modules(config_, {dataset_->sample_shape(), dataset_->num_classes()});
+    optimizer_ = std::make_unique<Adam>(modules_.named_parameters(), AdamOptions{});
     batch_ = dataset_->train_batch(batch_size, gen_);
   }
   void step() {
-    const auto out = method_->loss({*net_, nullptr, gen_}, batch_);
+    const auto out = method_->loss({modules_, nullptr, nullptr, gen_}, batch_);
     optimizer_->zero_grad();
     out.loss.backward();
     optimizer_->step(1e-4);
@@ -45,7 +44,7 @@ class StepRunner {
   torch::Generator gen_;
   std::unique_ptr<Dataset> dataset_;
   std::unique_ptr<Method> method_;
-  Network net_;
+  ModuleSet modules_;
   std::unique_ptr<Adam> optimizer_;
   Batch batch_;
 };
@@ -57,13 +56,13 @@ void train_step(benchmark::State& state, const std::string& method, const std::s
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 
-void BM_FmStep(benchmark::State& state) { train_step(state, "fm", "forward"); }
+void BM_FmStep(benchmark::State& state) { train_step(state, "fm", ""); }
 void BM_MeanFlowStep(benchmark::State& state) { train_step(state, "meanflow", "forward"); }
 void BM_MeanFlowStepDoubleBackward(benchmark::State& state) { train_step(state, "meanflow", "double-backward"); }
 
 void BM_MeanFlowOverFm(benchmark::State& state) {
   set_threads(0);
-  StepRunner fm("fm", "forward", state.range(0)), meanflow("meanflow", "forward", state.range(0));
+  StepRunner fm("fm", "", state.range(0)), meanflow("meanflow", "forward", state.range(0));
   std::vector<double> ratios;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();

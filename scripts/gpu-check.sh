@@ -41,7 +41,7 @@ grep -A3 'warning:\|error:' "$out/build.log" | head -40 >> "$out/build-warnings.
 [ $build_rc -eq 0 ] || { tail -40 "$out/build.log"; cat "$summary"; exit 1; }
 
 start=$(date +%s)
-(cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure > "../$out/ctest.log" 2>&1)
+(cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure > "$out/ctest.log" 2>&1)
 echo "- ctest: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1) in $(( $(date +%s) - start )) s" >> "$summary"
 grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$out/ctest.log" | head -30 >> "$summary"
 first_failed=$(grep -oE '[0-9]+ - [A-Za-z0-9_./]+ \((Failed|SEGFAULT|Subprocess aborted)' "$out/ctest.log" | head -1 | awk '{print $3}')
@@ -52,7 +52,7 @@ if [ -n "$first_failed" ] && command -v cuda-gdb > /dev/null; then
 fi
 
 # Training speed on CUDA: steps/s of FM and MeanFlow on the shipped Fashion-MNIST configs.
-batches=${GPU_CHECK_BATCHES:-64 256}
+batches=${GPU_CHECK_BATCHES-64 256}
 echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"
 for method in fm meanflow; do
   for model in unet dit; do

@@ -1,12 +1,16 @@
 // Config: defaults, TOML files and overrides, rejection of unknown keys and bad values with
-// the key, value and what is allowed named, and the resolved TOML round trip.
+// the key, value and what is allowed named, keys checked against the chosen components, one
+// default per component key, and the resolved TOML round trip; the README lists every key
+// of every registered component.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
+#include "onestep/core/registry.h"
 #include "test_support.h"
 
 using onestep::Config;
@@ -16,7 +20,7 @@ using onestep::testing_support::user_error_message;
 
 TEST(Config, DefaultsAreSetForEveryKey) {
   Config config;
-  for (const auto& spec : Config::schema()) EXPECT_NO_THROW(config.get_string(spec.key)) << spec.key;
+  for (const auto& spec : config.keys()) EXPECT_NO_THROW(config.get_string(spec.key)) << spec.key;
   EXPECT_EQ(config.get_string("method.name"), "meanflow");
   EXPECT_EQ(config.get_int("train.batch_size"), 256);
   EXPECT_EQ(config.get_int_list("eval.nfe"), (std::vector<int64_t>{1, 2, 4}));
@@ -42,7 +46,49 @@ TEST(Config, ResolvedTomlRoundTrips) {
   config.apply_override("data.name=points:/tmp/some \"file\".csv");
   Config reread;
   reread.apply_toml(config.to_toml(), "resolved");
-  for (const auto& spec : Config::schema()) EXPECT_EQ(reread.get_string(spec.key), config.get_string(spec.key)) << spec.key;
+  for (const auto& spec : config.keys()) EXPECT_EQ(reread.get_string(spec.key), config.get_string(spec.key)) << spec.key;
+}
+
+TEST(Config, KeysAreCheckedAgainstTheChosenComponents) {
+  Config config;
+  config.apply_override("method.name=fm");
+  config.apply_override("method.ratio=0.5");  // a MeanFlow key
+  const std::string message = user_error_message([&] { config.validate(); });
+  EXPECT_NE(message.find("method.ratio"), std::string::npos) << message;
+  EXPECT_NE(message.find("'fm'"), std::string::npos) << message;
+  EXPECT_NE(message.find("method.cfg_scale"), std::string::npos) << message;  // fm's own keys are listed
+  config.apply_override("method.name=meanflow");
+  EXPECT_NO_THROW(config.validate());
+  EXPECT_DOUBLE_EQ(config.get_float("method.ratio"), 0.5);
+  // Unknown component names list the registered ones.
+  config.apply_override("model.name=resnet");
+  const std::string unknown = user_error_message([&] { config.validate(); });
+  EXPECT_NE(unknown.find("resnet"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("dit"), std::string::npos) << unknown;
+  // Keys of an unchosen component are not in the resolved config.
+  Config fresh;
+  fresh.apply_override("method.name=fm");
+  EXPECT_EQ(fresh.to_toml().find("ratio"), std::string::npos);
+  EXPECT_NE(fresh.to_toml().find("cfg_scale"), std::string::npos);
+}
+
+TEST(Config, EachComponentKeyHasOneDefaultItsComponentUses) {
+  // The defaults come from the options structs: the DiT's depth and the U-Net's emb_dim are
+  // what the networks are built with when the keys are not set.
+  Config config;
+  config.apply_override("model.name=dit");
+  EXPECT_EQ(config.get_int("model.depth"), 4);
+  config.apply_override("model.name=unet");
+  EXPECT_EQ(config.get_int("model.emb_dim"), 64);
+  // Every component's keys are valid keys of a config that chooses it, with their defaults.
+  for (const std::string section : {"data", "model", "method"}) {
+    for (const auto* info : onestep::components(section)) {
+      Config chosen;
+      chosen.apply_override(section + ".name=" + (info->name.back() == ':' ? info->name + "x" : info->name));
+      EXPECT_NO_THROW(chosen.validate()) << info->name;
+      for (const auto& spec : info->keys) EXPECT_EQ(chosen.get_string(spec.key), spec.default_value) << spec.key;
+    }
+  }
 }
 
 TEST(Config, UnknownKeyNamesKeyOriginAndKnownKeys) {
@@ -75,11 +121,32 @@ TEST(Config, BadValuesNameKeyValueAndExpectation) {
   EXPECT_EQ(config.get_int("train.steps"), 4000);
 }
 
+TEST(Config, ShippedConfigsAreValid) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(std::string(ONESTEP_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".toml") continue;
+    Config config;
+    EXPECT_NO_THROW({
+      config.apply_toml_file(entry.path().string());
+      config.validate();
+    }) << entry.path();
+    ++count;
+  }
+  EXPECT_GE(count, 10);
+}
+
 TEST(Config, ReadmeDocumentsEveryKey) {
   std::ifstream in(std::string(ONESTEP_SOURCE_DIR) + "/README.md");
   ASSERT_TRUE(in) << "README.md not found";
   std::stringstream readme;
   readme << in.rdbuf();
-  for (const auto& spec : Config::schema())
+  for (const auto& spec : Config::general_keys())
     EXPECT_NE(readme.str().find("`" + spec.key + "`"), std::string::npos) << spec.key << " is not in README.md";
+  for (const std::string section : {"data", "model", "method"}) {
+    for (const auto* info : onestep::components(section)) {
+      EXPECT_NE(readme.str().find("`" + info->usage + "`"), std::string::npos) << info->usage << " is not in README.md";
+      for (const auto& spec : info->keys)
+        EXPECT_NE(readme.str().find("`" + spec.key + "`"), std::string::npos) << spec.key << " is not in README.md";
+    }
+  }
 }

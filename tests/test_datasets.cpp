@@ -120,6 +120,19 @@ TEST(ToyDatasets, EightGaussiansLabelIsTheNearestMode) {
   EXPECT_EQ(std::get<0>(torch::_unique(batch.y)).numel(), 8);
 }
 
+TEST(ToyDatasets, PerClassBatchesHoldTheRequestedClassesInOrder) {
+  auto data = toy("8gaussians");
+  auto gen = testing_support::seeded(4);
+  const Batch batch = data->class_batch({5, 1, 5}, 16, gen);
+  ASSERT_EQ(batch.x.size(0), 48);
+  EXPECT_TRUE(torch::equal(batch.y, torch::tensor({5, 1, 5}, torch::kLong).repeat_interleave(16)));
+  // Each sample lies on its class's mode (radius 2, angle 2 pi k / 8, std 0.15).
+  const auto angle = batch.y.to(torch::kFloat) * (2 * M_PI / 8);
+  const auto centre = torch::stack({2 * torch::cos(angle), 2 * torch::sin(angle)}, 1);
+  EXPECT_LT((batch.x - centre).norm(2, 1).max().item<double>(), 1.0);
+  EXPECT_TRUE(contains(user_error_message([&] { toy("moons")->class_batch({0}, 4, gen); }), "class-labelled"));
+}
+
 TEST(ToyDatasets, HeldoutIsFixedAndSeparateFromTraining) {
   for (const auto& name : toy_dataset_names()) {
     SCOPED_TRACE(name);

@@ -1,13 +1,16 @@
-// MeanFlow oracles (spec §2, §6): r = t gives exactly the Flow Matching target; the Gaussian
-// closed form satisfies the MeanFlow identity through our JVP with the (t, h) tangent, and
-// the wrong tangents do not; the (t, r) sampler keeps r <= t and the configured share r != t;
-// a short run on Gaussian data brings u_theta(z, 0, 1) close to u*(z, 0, 1) and every jump of
-// the 1-, 2- and 4-step samplers close to the exact one.
+// MeanFlow oracles (spec §2, §6): r = t gives exactly the Flow Matching target, and through
+// the production loss exactly the Flow Matching loss and gradient; the Gaussian closed form
+// satisfies the MeanFlow identity through our JVP with the (t, h) tangent, and the wrong
+// tangents do not, also through the production loss (a sign error in the (t, h) mapping
+// fails); the adaptive weight carries no gradient; the (t, r) sampler keeps r <= t and the
+// configured share r != t; a short run on Gaussian data brings u_theta(z, 0, 1) close to
+// u*(z, 0, 1) and every jump of the 1-, 2- and 4-step samplers close to the exact one.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "onestep/core/config.h"
+#include "onestep/methods/flow_matching.h"
 #include "onestep/methods/jvp.h"
 #include "onestep/methods/meanflow.h"
 #include "onestep/train/checkpoint.h"
@@ -44,6 +47,49 @@ double identity_residual(double a_t, double a_h) {
   return (residual.norm() / u_value.norm()).item<double>();
 }
 
+// A network computing u*(z, r, t) exactly (r < t), for the production loss.
+class ExactAverageVelocity : public NetworkImpl {
+ public:
+  ExactAverageVelocity() : NetworkImpl({{2}, {2}, 0}) {}
+  torch::Tensor forward(const NetInput& in) override { return exact_average_velocity(in.z, in.t, in.h); }
+  std::vector<torch::Tensor> output_parameters() override { return {}; }
+};
+
+MeanFlow make_meanflow(const std::vector<std::string>& overrides) {
+  Config config;
+  for (const auto& o : overrides) config.apply_override(o);
+  return MeanFlow(MeanFlowOptions::schema().read(config));
+}
+
+// A small float64 MLP for the loss-level checks.
+Network small_mlp() {
+  Config config;
+  for (const char* o : {"model.width=16", "model.depth=2", "model.emb_dim=8"}) config.apply_override(o);
+  torch::manual_seed(5);
+  auto net = make_network(config, {{2}, {2}, 0});
+  net->to(torch::kDouble);
+  return net;
+}
+
+// Points on the Gaussian path in float64: z_t from the exact marginal, r < t.
+struct GaussianDraw {
+  PathPoint point;
+  torch::Tensor r;
+};
+GaussianDraw gaussian_draw(int64_t n) {
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  torch::manual_seed(1);
+  const auto x = torch::randn({n, 2}, opts) * kSigma;
+  const auto t = 0.2 + 0.7 * torch::rand({n}, opts);
+  const auto e = torch::randn({n, 2}, opts);
+  const auto r = t * (0.1 + 0.8 * torch::rand({n}, opts));
+  return {{t, e, interpolate(x, e, t), e - x}, r};
+}
+
+std::vector<torch::Tensor> gradients(const torch::Tensor& loss, NetworkImpl& net) {
+  return torch::autograd::grad({loss}, net.parameters(), {}, /*retain_graph=*/true);
+}
+
 }  // namespace
 
 TEST(MeanFlow, EqualTimesGiveExactlyTheFlowMatchingTarget) {
@@ -62,10 +108,62 @@ TEST(MeanFlow, GaussianClosedFormSatisfiesTheIdentity) {
   EXPECT_GT(identity_residual(1, 0), 1e-2);   // (v, 1, 1)
 }
 
+TEST(MeanFlow, LossWithEqualTimesIsTheFlowMatchingLoss) {
+  // The same draws (path points and labels) through both production losses.
+  auto net = small_mlp();
+  const auto draw = gaussian_draw(64);
+  Config fm_config;
+  fm_config.apply_override("method.name=fm");
+  const FlowMatching fm(FlowMatchingOptions::schema().read(fm_config));
+  const auto meanflow = make_meanflow({"method.adaptive_p=0"});
+  const auto fm_loss = fm.loss_at(*net, draw.point, torch::Tensor()).loss;
+  const auto mf_loss = meanflow.loss_at(*net, draw.point, draw.point.t, torch::Tensor(), torch::Tensor()).loss;
+  EXPECT_NEAR(mf_loss.item<double>(), fm_loss.item<double>(), 1e-12 * fm_loss.item<double>());
+  const auto fm_grads = gradients(fm_loss, *net), mf_grads = gradients(mf_loss, *net);
+  for (size_t i = 0; i < fm_grads.size(); ++i) EXPECT_TRUE(torch::allclose(mf_grads[i], fm_grads[i], 1e-10, 1e-12)) << i;
+}
+
+TEST(MeanFlow, ProductionLossVanishesAtTheExactAverageVelocityOnlyWithTheRightTangent) {
+  // With the marginal velocity v* as the z-tangent, the target v* - (t - r) du/dt equals u*
+  // exactly, so the loss of the exact network is zero up to rounding; a sign error in the
+  // (t, h) tangent mapping, or any of the wrong tangents, makes it large.
+  auto draw = gaussian_draw(64);
+  draw.point.v_t = exact_velocity(draw.point.z_t, draw.point.t);
+  ExactAverageVelocity net;
+  const auto loss_with = [&](const std::string& tangent) {
+    const auto method = make_meanflow({"method.adaptive_p=0", "method.tangent=" + tangent});
+    return method.loss_at(net, draw.point, draw.r, torch::Tensor(), torch::Tensor()).loss.item<double>();
+  };
+  const double scale = exact_average_velocity(draw.point.z_t, draw.point.t, draw.point.t - draw.r).pow(2).sum(1).mean().item<double>();
+  EXPECT_LT(loss_with("v,0,1"), 1e-20 * scale + 1e-24);
+  for (const char* wrong : {"v,0,0", "v,1,0", "v,1,1"}) EXPECT_GT(loss_with(wrong), 1e-4 * scale) << wrong;
+}
+
+TEST(MeanFlow, AdaptiveWeightCarriesNoGradient) {
+  auto net = small_mlp();
+  const auto draw = gaussian_draw(64);
+  const auto method = make_meanflow({"method.adaptive_p=1", "method.adaptive_c=1e-3"});
+  const auto loss = method.loss_at(*net, draw.point, draw.r, torch::Tensor(), torch::Tensor()).loss;
+  // The same loss by hand, with the weight detached.
+  const auto& t = draw.point.t;
+  const auto [u, du_dt] =
+      method.average_velocity_and_time_derivative(*net, draw.point.z_t, draw.r, t, torch::Tensor(), draw.point.v_t);
+  const auto error = (u - MeanFlow::target(draw.point.v_t, du_dt, draw.r, t)).pow(2).sum(1);
+  const auto weight = (error.detach() + 1e-3).pow(-1.0);
+  const auto by_hand = (weight * error).mean();
+  EXPECT_NEAR(loss.item<double>(), by_hand.item<double>(), 1e-12);
+  const auto grads = gradients(loss, *net), expected = gradients(by_hand, *net);
+  for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(torch::allclose(grads[i], expected[i], 1e-9, 1e-12)) << i;
+  // A weight that kept its gradient would give another gradient: d(L / (L + c)) = c / (L + c)^2 dL.
+  const auto attached = (error / (error + 1e-3)).mean();
+  const auto other = gradients(attached, *net);
+  double difference = 0;
+  for (size_t i = 0; i < grads.size(); ++i) difference += (grads[i] - other[i]).abs().sum().item<double>();
+  EXPECT_GT(difference, 1e-6);
+}
+
 TEST(MeanFlow, TimePairsKeepROrderedAndTheConfiguredShare) {
-  Config config;
-  config.apply_override("method.ratio=0.25");
-  MeanFlow method(MeanFlow::options_from_config(config));
+  const auto method = make_meanflow({"method.ratio=0.25"});
   auto gen = at::detail::createCPUGenerator(7);
   const auto [t, r] = method.sample_time_pair(40000, gen);
   EXPECT_TRUE((r <= t).all().item<bool>());
@@ -89,8 +187,9 @@ TEST(MeanFlow, ShortRunOnGaussianDataApproachesTheExactAverageVelocity) {
   train(request);
   const Checkpoint checkpoint = read_checkpoint(dir.string());
   auto method = make_method(checkpoint.config);
-  auto net = make_network(checkpoint.config, method->net_spec(checkpoint.sample_shape, 0));
-  load_network(*net, checkpoint, "ema");
+  auto modules = method->build_modules(checkpoint.config, {checkpoint.sample_shape, 0});
+  load_modules(modules, checkpoint, "ema");
+  auto* net = &modules["net"];
   torch::NoGradGuard no_grad;
   torch::manual_seed(11);
   // Every interval of the 1-, 2- and 4-step grids, (r, t): the sampler's jump
@@ -101,7 +200,7 @@ TEST(MeanFlow, ShortRunOnGaussianDataApproachesTheExactAverageVelocity) {
   for (const auto& [r, t] : intervals) {
     const auto tt = torch::full({4000}, t, torch::kDouble), hh = torch::full({4000}, t - r, torch::kDouble);
     const auto z = torch::randn({4000, 2}, torch::kDouble) * s_of(tt).unsqueeze(1);  // exact marginal at t
-    const auto u = net->forward(z.to(torch::kFloat), tt.to(torch::kFloat), hh.to(torch::kFloat), torch::Tensor());
+    const auto u = net->forward({z.to(torch::kFloat), tt.to(torch::kFloat), hh.to(torch::kFloat)});
     const auto jump = z - (t - r) * u.to(torch::kDouble);
     const auto exact = z * (s_of(tt - hh) / s_of(tt)).unsqueeze(1);
     const double relative = ((jump - exact).pow(2).sum() / exact.pow(2).sum()).item<double>();
@@ -111,7 +210,7 @@ TEST(MeanFlow, ShortRunOnGaussianDataApproachesTheExactAverageVelocity) {
   // u(z, 0, 1) itself, the one-step generator.
   const auto z = torch::randn({4000, 2});
   const auto ones = torch::ones({4000});
-  const auto u = net->forward(z, ones, ones, torch::Tensor());
+  const auto u = net->forward({z, ones, ones});
   const auto exact = z * (1 - kSigma);  // u*(z, 0, 1) = z (1 - s_0 / s_1)
   const double relative = ((u - exact).pow(2).sum() / exact.pow(2).sum()).item<double>();
   RecordProperty("relative_squared_error_u_0_1", std::to_string(relative));
@@ -120,10 +219,8 @@ TEST(MeanFlow, ShortRunOnGaussianDataApproachesTheExactAverageVelocity) {
 }
 
 TEST(MeanFlow, GuidanceIsFoldedOnlyInsideTheIntervalAndForKeptLabels) {
-  Config config;
-  for (const char* o : {"method.cfg_omega=2.0", "method.cfg_kappa=0.5", "method.cfg_t_lo=0.2", "method.cfg_t_hi=0.8"})
-    config.apply_override(o);
-  MeanFlow method(MeanFlow::options_from_config(config));
+  const auto method =
+      make_meanflow({"method.cfg_omega=2.0", "method.cfg_kappa=0.5", "method.cfg_t_lo=0.2", "method.cfg_t_hi=0.8"});
   const auto v_t = torch::full({4, 2}, 1.0), v_cond = torch::full({4, 2}, 3.0), v_uncond = torch::full({4, 2}, 5.0);
   const auto t = torch::tensor({0.5, 0.1, 0.9, 0.5});
   const auto dropped = torch::tensor({false, false, false, true});

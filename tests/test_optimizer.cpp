@@ -84,15 +84,22 @@ TEST(Ema, FollowsTheClosedForm) {
   Config config;
   const NetSpec spec{{2}, {2}, 0};
   torch::manual_seed(1);
-  auto live = make_network(config, spec);
-  const auto initial = live->parameters()[0].detach().clone();
-  Ema ema(make_network(config, spec), *live, 0.9);
+  ModuleSet live, shadow;
+  live.add("net", make_network(config, spec));
+  live.add("head", make_network(config, spec));
+  shadow.add("net", make_network(config, spec));
+  shadow.add("head", make_network(config, spec));
+  const auto initial = live.parameters();
+  std::vector<torch::Tensor> expected;
+  for (const auto& p : initial) expected.push_back(p.detach() + (1.0 - std::pow(0.9, 5)));
+  Ema ema(std::move(shadow), live, 0.9);
   {
     torch::NoGradGuard no_grad;
-    for (auto& p : live->parameters()) p.add_(1.0);
+    for (auto& p : live.parameters()) p.add_(1.0);
   }
-  for (int i = 0; i < 5; ++i) ema.update(*live);
-  // shadow = initial + (1 - 0.9^5) * 1 when the live weights sit at initial + 1.
-  const auto expected = initial + (1.0 - std::pow(0.9, 5));
-  EXPECT_TRUE(torch::allclose(ema.net().parameters()[0], expected, 1e-5, 1e-6));
+  for (int i = 0; i < 5; ++i) ema.update(live);
+  // shadow = initial + (1 - 0.9^5) * 1 when the live weights sit at initial + 1, in every module.
+  const auto averaged = ema.modules().parameters();
+  ASSERT_EQ(averaged.size(), expected.size());
+  for (size_t i = 0; i < averaged.size(); ++i) EXPECT_TRUE(torch::allclose(averaged[i], expected[i], 1e-5, 1e-6)) << i;
 }

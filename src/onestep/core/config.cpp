@@ -1,6 +1,6 @@
-// Config schema, TOML loading (toml++), command-line overrides and the resolved TOML dump.
-// The schema below is the single list of keys; README's "Config keys" section mirrors it
-// (`onestep info --keys` prints it).
+// Config: the trainer's keys, validation against the chosen components' keys, TOML loading
+// (toml++), command-line overrides and the resolved TOML dump. README's "Config keys" section
+// lists every key (`onestep info --keys` prints them).
 #include "onestep/core/config.h"
 
 #include <toml++/toml.h>
@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "onestep/core/error.h"
+#include "onestep/core/registry.h"
 
 namespace onestep {
 namespace {
@@ -32,59 +33,11 @@ KeySpec bool_key(std::string key, bool def, std::string help) {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-std::vector<KeySpec> build_schema() {
+std::vector<KeySpec> build_general_keys() {
   return {
-      // [data]
-      string_key("data.name", "checkerboard", {},
-                 "checkerboard | moons | 8gaussians | spirals | swissroll | gaussian | points:PATH.csv | "
-                 "fashion-mnist | folder:DIR"),
-      float_key("data.sigma", "1.0", 1e-6, kInf, "standard deviation of the `gaussian` data"),
-      int_key("data.dim", 2, 1, 1 << 20, "dimension of the `gaussian` data"),
-      string_key("data.test_path", "", {}, "held-out CSV for `points:` data (empty: split off data.test_fraction)"),
-      float_key("data.test_fraction", "0.1", 1e-6, 1 - 1e-6, "share of a `points:` CSV or `folder:` held out for evaluation"),
-      int_key("data.split_seed", 0, 0, 9.0e15, "seed of the train/held-out split of a `points:` CSV or `folder:`"),
-      string_key("data.path", "/usr/share/datasets/fashion-mnist", {}, "folder of the Fashion-MNIST IDX files"),
-      int_key("data.size", 32, 1, 4096, "`folder:` images are resized (antialiased) and centre-cropped to size x size"),
-      bool_key("data.hflip", false, "random horizontal flips of training images"),
-      // [model]
-      string_key("model.name", "mlp", {}, "network kind: mlp | unet | dit"),
-      int_key("model.width", 256, 1, 1 << 16, "mlp: hidden width; dit: token width"),
-      int_key("model.depth", 4, 1, 64, "mlp: hidden layers; dit: transformer blocks"),
-      int_key("model.emb_dim", 64, 2, 1 << 14, "mlp, unet: width of each of the t, h and class embeddings"),
-      int_key("model.channels", 64, 1, 1 << 14, "unet: channels of the first level"),
-      {"model.channel_mult", ValueType::IntList, "1,2,2", "unet: channel multiplier per level", {}, 1, 64},
-      int_key("model.num_res_blocks", 2, 1, 16, "unet: residual blocks per level"),
-      {"model.attention_resolutions", ValueType::IntList, "",
-       "unet: level sizes whose blocks add self-attention (the middle block always has it)", {}, 0, 4096},
-      int_key("model.heads", 4, 1, 256, "unet, dit: attention heads"),
-      int_key("model.patch_size", 2, 1, 64, "dit: patch size"),
-      float_key("model.mlp_ratio", "4", 0.25, 64, "dit: MLP width over token width"),
-      string_key("model.norm", "layernorm", {"layernorm", "rmsnorm"}, "dit: token normalisation (rmsnorm: affine-free)"),
-      bool_key("model.qk_norm", false, "dit: RMS-normalise queries and keys per head"),
-      bool_key("model.mod_norm", false, "dit: RMS-normalise the adaLN modulation (TVM's Lipschitz-minded DiT)"),
-      float_key("model.time_max_period", "10000", 1, 1e9,
-                "sinusoidal t and h embeddings use frequencies from 1 down to 1/time_max_period"),
-      float_key("model.time_scale", "1", 1e-6, 1e6,
-                "t and h are multiplied by this before embedding (1: raw t in [0,1]; 1000: diffusion convention)"),
-      // [method]
-      string_key("method.name", "meanflow", {}, "training method: fm | meanflow"),
-      string_key("method.time_sampler", "logit-normal", {"logit-normal", "uniform"}, "distribution of t"),
-      float_key("method.time_mu", "-0.4", -10, 10, "mean of the logit-normal time sampler"),
-      float_key("method.time_sigma", "1.0", 1e-3, 10, "std of the logit-normal time sampler"),
-      float_key("method.label_dropout", "0.1", 0, 1, "probability of replacing the class by the null label (conditional data)"),
-      float_key("method.ratio", "0.25", 0, 1, "meanflow: share of the batch with r != t"),
-      float_key("method.adaptive_p", "1.0", 0, 10, "meanflow: adaptive loss weight power p (0: plain L2)"),
-      float_key("method.adaptive_c", "1e-3", 1e-12, 10, "meanflow: adaptive loss weight constant c"),
-      float_key("method.cfg_omega", "1.0", 0, 100, "meanflow: CFG scale omega folded into training (1: off)"),
-      float_key("method.cfg_kappa", "0.0", 0, 0.999, "meanflow: CFG mixing kappa (effective scale omega/(1-kappa))"),
-      float_key("method.cfg_t_lo", "0.0", 0, 1, "meanflow: CFG applies for t in [cfg_t_lo, cfg_t_hi]"),
-      float_key("method.cfg_t_hi", "1.0", 0, 1, "meanflow: upper end of the CFG interval"),
-      string_key("method.jvp", "forward", {"forward", "double-backward"},
-                 "JVP implementation: forward-mode AD, or double backward for ops without a forward formula"),
-      string_key("method.tangent", "v,0,1", {"v,0,1", "v,0,0", "v,1,0", "v,1,1"},
-                 "meanflow: JVP tangent on (z, r, t); only v,0,1 is correct (the others are for the ablation)"),
-      string_key("method.sampler", "euler", {"euler", "heun"}, "fm: ODE sampler (heun: 2 NFE per step, Euler last step)"),
-      float_key("method.cfg_scale", "1.0", 0, 100, "fm: classifier-free guidance scale at sampling (1: off)"),
+      string_key("data.name", "checkerboard", {}, "the dataset (onestep info lists them)"),
+      string_key("model.name", "mlp", {}, "the network kind (onestep info lists them)"),
+      string_key("method.name", "meanflow", {}, "the training method (onestep info lists them)"),
       // [train]
       int_key("train.steps", 4000, 0, 1e12, "optimizer steps"),
       int_key("train.batch_size", 256, 1, 1 << 24, "samples per step"),
@@ -116,22 +69,41 @@ std::vector<KeySpec> build_schema() {
   };
 }
 
-const KeySpec& find_key(const std::string& key, const std::string& origin) {
-  for (const auto& spec : Config::schema())
-    if (spec.key == key) return spec;
-  const auto dot = key.find('.');
-  const std::string section = dot == std::string::npos ? "" : key.substr(0, dot);
-  std::string known;
-  for (const auto& spec : Config::schema()) {
-    if (spec.key.rfind(section + ".", 0) == 0 || section.empty()) known += (known.empty() ? "" : ", ") + spec.key;
-  }
+// The sections that choose a component with their `name` key.
+const std::vector<std::string>& component_sections() {
+  static const std::vector<std::string> sections = {"data", "model", "method"};
+  return sections;
+}
+
+std::string section_of(const std::string& key) { return key.substr(0, key.find('.')); }
+
+// Every declaration of `key`: the trainer's, or that of each component declaring it.
+std::vector<const KeySpec*> declarations(const std::string& key) {
+  std::vector<const KeySpec*> out;
+  for (const auto& spec : Config::general_keys())
+    if (spec.key == key) out.push_back(&spec);
+  for (const auto* info : components(section_of(key)))
+    for (const auto& spec : info->keys)
+      if (spec.key == key) out.push_back(&spec);
+  return out;
+}
+
+[[noreturn]] void unknown_key(const std::string& key, const std::string& origin) {
+  const std::string section = section_of(key);
+  std::set<std::string> known;
+  for (const auto& spec : Config::general_keys())
+    if (section_of(spec.key) == section) known.insert(spec.key);
+  for (const auto* info : components(section))
+    for (const auto& spec : info->keys) known.insert(spec.key);
+  std::string list;
   if (known.empty()) {
     std::set<std::string> sections;
-    for (const auto& spec : Config::schema()) sections.insert(spec.key.substr(0, spec.key.find('.')));
-    for (const auto& s : sections) known += (known.empty() ? "[" : ", [") + s + "]";
-    throw UserError(origin + ": unknown key '" + key + "'; known sections: " + known);
+    for (const auto& spec : Config::general_keys()) sections.insert(section_of(spec.key));
+    for (const auto& s : sections) list += (list.empty() ? "[" : ", [") + s + "]";
+    throw UserError(origin + ": unknown key '" + key + "'; known sections: " + list);
   }
-  throw UserError(origin + ": unknown key '" + key + "'; known keys: " + known);
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  throw UserError(origin + ": unknown key '" + key + "'; known keys: " + list);
 }
 
 std::string type_name(ValueType type) {
@@ -145,8 +117,9 @@ std::string type_name(ValueType type) {
   return "?";
 }
 
-// Shortest text that reads back as the same double.
-std::string format_double(double value) {
+}  // namespace
+
+std::string format_number(double value) {
   std::string text;
   for (int precision = 6; precision <= 17; ++precision) {
     std::ostringstream out;
@@ -158,6 +131,8 @@ std::string format_double(double value) {
   if (text.find_first_of(".eEn") == std::string::npos) text += ".0";
   return text;
 }
+
+namespace {
 
 // Validates `value` for `spec` and returns its canonical text form.
 std::string canonical_value(const KeySpec& spec, const std::string& value, const std::string& origin) {
@@ -192,7 +167,7 @@ std::string canonical_value(const KeySpec& spec, const std::string& value, const
       }
       if (used != value.size() || !std::isfinite(parsed)) throw bad("a finite number");
       if (parsed < spec.min || parsed > spec.max) throw bad(range());
-      return format_double(parsed);
+      return format_number(parsed);
     }
     case ValueType::Bool:
       if (value == "true" || value == "1") return "true";
@@ -229,7 +204,7 @@ std::string canonical_value(const KeySpec& spec, const std::string& value, const
 
 std::string toml_node_text(const toml::node& node, const KeySpec& spec, const std::string& origin) {
   if (auto v = node.as_integer()) return std::to_string(v->get());
-  if (auto v = node.as_floating_point()) return format_double(v->get());
+  if (auto v = node.as_floating_point()) return format_number(v->get());
   if (auto v = node.as_boolean()) return v->get() ? "true" : "false";
   if (auto v = node.as_string()) return v->get();
   if (auto v = node.as_array()) {
@@ -254,18 +229,80 @@ std::string quote_toml(const std::string& text) {
 
 }  // namespace
 
-const std::vector<KeySpec>& Config::schema() {
-  static const std::vector<KeySpec> schema = build_schema();
-  return schema;
+const std::vector<KeySpec>& Config::general_keys() {
+  static const std::vector<KeySpec> keys = [] {
+    auto specs = build_general_keys();
+    for (auto& spec : specs) spec.default_value = canonical_value(spec, spec.default_value, "schema");
+    return specs;
+  }();
+  return keys;
 }
 
-Config::Config() {
-  for (const auto& spec : schema()) values_[spec.key] = canonical_value(spec, spec.default_value, "schema");
+std::vector<KeySpec> Config::keys() const {
+  std::vector<KeySpec> out;
+  for (const auto& spec : general_keys()) {
+    out.push_back(spec);
+    const std::string section = section_of(spec.key);
+    if (spec.key != section + ".name") continue;
+    if (const auto* info = find_component(section, text(spec.key)))
+      out.insert(out.end(), info->keys.begin(), info->keys.end());
+  }
+  return out;
+}
+
+const std::string& Config::text(const std::string& key) const {
+  const auto it = values_.find(key);
+  if (it != values_.end()) return it->second.text;
+  for (const auto& spec : general_keys())
+    if (spec.key == key) return spec.default_value;
+  const std::string section = section_of(key);
+  if (const auto* info = find_component(section, text(section + ".name")))
+    for (const auto& spec : info->keys)
+      if (spec.key == key) return spec.default_value;
+  throw std::logic_error("config key '" + key + "' is not a key of the chosen components");
 }
 
 void Config::set(const std::string& key, const std::string& value, const std::string& origin) {
-  const KeySpec& spec = find_key(key, origin);
-  values_[key] = canonical_value(spec, value, origin);
+  const auto specs = declarations(key);
+  if (specs.empty()) unknown_key(key, origin);
+  // The value must suit at least one declaration here; validate() checks it against the chosen one.
+  std::string canonical;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    try {
+      canonical = canonical_value(*specs[i], value, origin);
+      break;
+    } catch (const UserError&) {
+      if (i + 1 == specs.size()) throw;
+    }
+  }
+  values_[key] = {canonical, origin};
+}
+
+void Config::validate() const {
+  for (const auto& section : component_sections()) chosen_component(section, text(section + ".name"));
+  const auto active = keys();
+  for (const auto& [key, value] : values_) {
+    const auto it = std::find_if(active.begin(), active.end(), [&](const KeySpec& spec) { return spec.key == key; });
+    if (it != active.end()) {
+      canonical_value(*it, value.text, value.origin);
+      continue;
+    }
+    const std::string section = section_of(key);
+    const ComponentInfo& info = chosen_component(section, text(section + ".name"));
+    std::string own;
+    for (const auto& spec : info.keys) own += (own.empty() ? "" : ", ") + spec.key;
+    throw UserError(value.origin + ": key '" + key + "' does not apply to " + section + ".name = '" +
+                    text(section + ".name") + "' (its keys: " + (own.empty() ? "none" : own) + ")");
+  }
+}
+
+void Config::drop_inapplicable_keys() {
+  const auto active = keys();
+  for (auto it = values_.begin(); it != values_.end();) {
+    const bool applies =
+        std::any_of(active.begin(), active.end(), [&](const KeySpec& spec) { return spec.key == it->first; });
+    it = applies ? std::next(it) : values_.erase(it);
+  }
 }
 
 void Config::apply_override(const std::string& assignment) {
@@ -275,7 +312,8 @@ void Config::apply_override(const std::string& assignment) {
   set(assignment.substr(0, eq), assignment.substr(eq + 1), "override");
 }
 
-void Config::apply_toml(const std::string& toml_text, const std::string& origin) {
+void Config::apply_toml(const std::string& toml_text, const std::string& origin,
+                        std::map<std::string, std::string>* unknown) {
   toml::table root;
   try {
     root = toml::parse(toml_text, origin);
@@ -289,8 +327,14 @@ void Config::apply_toml(const std::string& toml_text, const std::string& origin)
     if (!table) throw UserError(origin + ": top-level key '" + section + "' must be a section like [" + section + "]");
     for (const auto& [key, node] : *table) {
       const std::string full = section + "." + std::string(key.str());
-      const KeySpec& spec = find_key(full, origin);
-      values_[full] = canonical_value(spec, toml_node_text(node, spec, origin), origin);
+      const auto specs = declarations(full);
+      if (specs.empty() && unknown) {
+        const KeySpec as_text{full, ValueType::String, "", "", {}};
+        (*unknown)[full] = toml_node_text(node, as_text, origin);
+        continue;
+      }
+      if (specs.empty()) unknown_key(full, origin);
+      set(full, toml_node_text(node, *specs.front(), origin), origin);
     }
   }
 }
@@ -303,14 +347,14 @@ void Config::apply_toml_file(const std::string& path) {
   apply_toml(buffer.str(), path);
 }
 
-int64_t Config::get_int(const std::string& key) const { return std::stoll(values_.at(key)); }
-double Config::get_float(const std::string& key) const { return std::stod(values_.at(key)); }
-const std::string& Config::get_string(const std::string& key) const { return values_.at(key); }
-bool Config::get_bool(const std::string& key) const { return values_.at(key) == "true"; }
+int64_t Config::get_int(const std::string& key) const { return std::stoll(text(key)); }
+double Config::get_float(const std::string& key) const { return std::stod(text(key)); }
+const std::string& Config::get_string(const std::string& key) const { return text(key); }
+bool Config::get_bool(const std::string& key) const { return text(key) == "true"; }
 
 std::vector<int64_t> Config::get_int_list(const std::string& key) const {
   std::vector<int64_t> out;
-  std::stringstream in(values_.at(key));
+  std::stringstream in(text(key));
   std::string item;
   while (std::getline(in, item, ',')) out.push_back(std::stoll(item));
   return out;
@@ -319,13 +363,13 @@ std::vector<int64_t> Config::get_int_list(const std::string& key) const {
 std::string Config::to_toml() const {
   std::string out = "# onestep resolved config: every key, defaults written out.\n";
   std::string section;
-  for (const auto& spec : schema()) {
+  for (const auto& spec : keys()) {
     const std::string this_section = spec.key.substr(0, spec.key.find('.'));
     if (this_section != section) {
       section = this_section;
       out += "\n[" + section + "]\n";
     }
-    const std::string& value = values_.at(spec.key);
+    const std::string& value = text(spec.key);
     out += spec.key.substr(section.size() + 1) + " = " +
            (spec.type == ValueType::String || spec.type == ValueType::IntList ? quote_toml(value) : value) + "  # " + spec.help + "\n";
   }

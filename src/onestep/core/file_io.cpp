@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 #include "onestep/core/error.h"
 
@@ -55,6 +56,14 @@ void read_bytes(std::ifstream& in, const std::string& path, int64_t offset, void
     throw UserError(path + ": read of " + std::to_string(count) + " bytes at offset " + std::to_string(offset) +
                     " failed (file truncated?)");
   }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UserError(path + ": cannot open file");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw UserError(path + ": read error");
+  return bytes;
 }
 
 }  // namespace onestep

@@ -18,4 +18,7 @@ void write_file_atomically(const std::string& path, const std::string& bytes);
 // UserError naming `path` (a truncated file).
 void read_bytes(std::ifstream& in, const std::string& path, int64_t offset, void* out, int64_t count);
 
+// The whole content of `path`; throws UserError naming the path when it cannot be read.
+std::string read_file(const std::string& path);
+
 }  // namespace onestep

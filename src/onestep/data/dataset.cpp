@@ -1,47 +1,54 @@
-// Dataset registry: maps `data.name` to a data source (see dataset.h).
+// Dataset construction through the registry, the default per-class batch and the held-out
+// split keys (see dataset.h).
 #include "onestep/data/dataset.h"
-
-#include <algorithm>
 
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
-#include "onestep/data/image_datasets.h"
-#include "onestep/data/points_csv.h"
-#include "onestep/data/toy2d.h"
 
 namespace onestep {
 
-namespace {
-constexpr const char* kPointsPrefix = "points:";
-constexpr const char* kFolderPrefix = "folder:";
-constexpr const char* kFashionMnist = "fashion-mnist";
-}
-
-std::vector<std::string> dataset_names() {
-  std::vector<std::string> names = toy_dataset_names();
-  names.push_back(std::string(kPointsPrefix) + "PATH.csv");
-  names.push_back(kFashionMnist);
-  names.push_back(std::string(kFolderPrefix) + "DIR");
-  return names;
+const OptionSchema<HeldOutSplitOptions>& HeldOutSplitOptions::schema() {
+  static const auto schema =
+      OptionSchema<HeldOutSplitOptions>("data")
+          .add("test_fraction", &HeldOutSplitOptions::test_fraction, 1e-6, 1 - 1e-6,
+               "share of a `points:` CSV or `folder:` held out for evaluation")
+          .add("split_seed", &HeldOutSplitOptions::split_seed, 0, 9.0e15,
+               "seed of the train/held-out split of a `points:` CSV or `folder:`");
+  return schema;
 }
 
 std::unique_ptr<Dataset> make_dataset(const Config& config) {
   const std::string& name = config.get_string("data.name");
-  const auto& toys = toy_dataset_names();
-  if (std::find(toys.begin(), toys.end(), name) != toys.end())
-    return make_toy_dataset(name, config.get_float("data.sigma"), config.get_int("data.dim"));
-  if (name.rfind(kPointsPrefix, 0) == 0)
-    return make_points_dataset(name.substr(std::string(kPointsPrefix).size()), config.get_string("data.test_path"),
-                               config.get_float("data.test_fraction"),
-                               static_cast<uint64_t>(config.get_int("data.split_seed")));
-  if (name == kFashionMnist) return make_fashion_mnist_dataset(config.get_string("data.path"), config.get_bool("data.hflip"));
-  if (name.rfind(kFolderPrefix, 0) == 0)
-    return make_image_folder_dataset(name.substr(std::string(kFolderPrefix).size()), config.get_int("data.size"),
-                                     config.get_bool("data.hflip"), config.get_float("data.test_fraction"),
-                                     static_cast<uint64_t>(config.get_int("data.split_seed")));
-  std::string known;
-  for (const auto& n : dataset_names()) known += (known.empty() ? "" : ", ") + n;
-  throw UserError("config: key 'data.name' = '" + name + "': unknown dataset; known: " + known);
+  return DatasetRegistry::instance().get("data", name)(config, name);
+}
+
+Batch Dataset::class_batch(const std::vector<int64_t>& classes, int64_t per_class, torch::Generator& gen) {
+  if (num_classes() == 0) throw UserError(describe() + ": per-class batches need class-labelled data");
+  std::vector<std::vector<torch::Tensor>> found(classes.size());
+  std::vector<int64_t> missing(classes.size(), per_class);
+  const int64_t draw = std::max<int64_t>(256, 2 * per_class * num_classes());
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    bool done = true;
+    const Batch batch = train_batch(draw, gen);
+    for (size_t k = 0; k < classes.size(); ++k) {
+      if (missing[k] == 0) continue;
+      const auto rows = batch.y.eq(classes[k]).nonzero().flatten();
+      const int64_t take = std::min<int64_t>(missing[k], rows.size(0));
+      found[k].push_back(batch.x.index_select(0, rows.narrow(0, 0, take)));
+      missing[k] -= take;
+      done = done && missing[k] == 0;
+    }
+    if (done) {
+      std::vector<torch::Tensor> xs, ys;
+      for (size_t k = 0; k < classes.size(); ++k) {
+        xs.push_back(torch::cat(found[k]));
+        ys.push_back(torch::full({per_class}, classes[k], torch::kLong));
+      }
+      return {torch::cat(xs), torch::cat(ys)};
+    }
+  }
+  throw UserError(describe() + ": could not draw " + std::to_string(per_class) +
+                  " training samples of each requested class (is a class empty?)");
 }
 
 }  // namespace onestep

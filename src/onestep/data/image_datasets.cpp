@@ -3,6 +3,8 @@
 // seeded train/held-out split. Batches are drawn from uint8 storage and converted on the fly.
 #include "onestep/data/image_datasets.h"
 
+#include "onestep/core/config.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <stb/stb_image.h>
 
@@ -417,5 +419,52 @@ std::unique_ptr<Dataset> make_image_folder_dataset(const std::string& dir, int64
   return std::make_unique<ImageDataset>(train, train_labels, test, test_labels, num_classes, hflip,
                                         std::move(description));
 }
+
+namespace {
+
+struct FashionMnistOptions {
+  std::string path = "/usr/share/datasets/fashion-mnist";
+  bool hflip = false;
+  static const OptionSchema<FashionMnistOptions>& schema() {
+    static const auto schema = OptionSchema<FashionMnistOptions>("data")
+                                   .add("path", &FashionMnistOptions::path, {}, "folder of the Fashion-MNIST IDX files")
+                                   .add("hflip", &FashionMnistOptions::hflip, "random horizontal flips of training images");
+    return schema;
+  }
+};
+
+struct ImageFolderOptions {
+  int64_t size = 32;
+  bool hflip = false;
+  HeldOutSplitOptions split;
+  static const OptionSchema<ImageFolderOptions>& schema() {
+    static const auto schema =
+        OptionSchema<ImageFolderOptions>("data")
+            .add("size", &ImageFolderOptions::size, 1, 4096,
+                 "`folder:` images are resized (antialiased) and centre-cropped to size x size")
+            .add("hflip", &ImageFolderOptions::hflip, "random horizontal flips of training images")
+            .include(&ImageFolderOptions::split, HeldOutSplitOptions::schema());
+    return schema;
+  }
+};
+
+[[maybe_unused]] const bool fashion_registered = DatasetRegistry::instance().add(
+    {"data", "fashion-mnist", "", "Fashion-MNIST, 28x28 grey, 10 classes (Debian's dataset-fashion-mnist)",
+     FashionMnistOptions::schema().keys()},
+    [](const Config& config, const std::string&) {
+      const auto options = FashionMnistOptions::schema().read(config);
+      return make_fashion_mnist_dataset(options.path, options.hflip);
+    });
+
+[[maybe_unused]] const bool folder_registered = DatasetRegistry::instance().add(
+    {"data", "folder:", "folder:DIR", "PNG/JPEG images of a folder (class sub-folders: class-conditional)",
+     ImageFolderOptions::schema().keys()},
+    [](const Config& config, const std::string& name) {
+      const auto options = ImageFolderOptions::schema().read(config);
+      return make_image_folder_dataset(name.substr(std::string("folder:").size()), options.size, options.hflip,
+                                       options.split.test_fraction, static_cast<uint64_t>(options.split.split_seed));
+    });
+
+}  // namespace
 
 }  // namespace onestep

@@ -2,6 +2,8 @@
 // split (or a separate test file), and uniform resampling of the training rows.
 #include "onestep/data/points_csv.h"
 
+#include "onestep/core/config.h"
+
 #include "onestep/core/error.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -148,5 +150,31 @@ std::unique_ptr<Dataset> make_points_dataset(const std::string& path, const std:
               << split_seed << ")";
   return std::make_unique<PointsDataset>(train, test, description.str());
 }
+
+namespace {
+
+struct PointsOptions {
+  std::string test_path;
+  HeldOutSplitOptions split;
+  static const OptionSchema<PointsOptions>& schema() {
+    static const auto schema =
+        OptionSchema<PointsOptions>("data")
+            .add("test_path", &PointsOptions::test_path, {},
+                 "held-out CSV for `points:` data (empty: split off data.test_fraction)")
+            .include(&PointsOptions::split, HeldOutSplitOptions::schema());
+    return schema;
+  }
+};
+
+[[maybe_unused]] const bool registered = DatasetRegistry::instance().add(
+    {"data", "points:", "points:PATH.csv", "points of any dimension from a CSV file, one per line",
+     PointsOptions::schema().keys()},
+    [](const Config& config, const std::string& name) {
+      const auto options = PointsOptions::schema().read(config);
+      return make_points_dataset(name.substr(std::string("points:").size()), options.test_path,
+                                 options.split.test_fraction, static_cast<uint64_t>(options.split.split_seed));
+    });
+
+}  // namespace
 
 }  // namespace onestep

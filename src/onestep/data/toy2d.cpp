@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <utility>
 
@@ -167,5 +168,39 @@ std::unique_ptr<Dataset> make_toy_dataset(const std::string& name, double sigma,
   }
   throw UserError("unknown toy dataset '" + name + "' (known: " + known + ")");
 }
+
+const OptionSchema<GaussianDataOptions>& GaussianDataOptions::schema() {
+  static const auto schema = OptionSchema<GaussianDataOptions>("data")
+                                 .add("sigma", &GaussianDataOptions::sigma, 1e-6, 1e300,
+                                      "standard deviation of the `gaussian` data")
+                                 .add("dim", &GaussianDataOptions::dim, 1, 1 << 20, "dimension of the `gaussian` data");
+  return schema;
+}
+
+namespace {
+
+bool register_toys() {
+  const std::map<std::string, std::string> descriptions = {
+      {"checkerboard", "2-D checkerboard of 8 squares"},
+      {"moons", "2-D two interleaving half circles"},
+      {"8gaussians", "2-D, 8 modes on a circle, labelled by mode"},
+      {"spirals", "2-D two interleaved spirals"},
+      {"swissroll", "2-D swiss roll"},
+      {"gaussian", "isotropic Gaussian N(0, sigma^2 I) of any dimension"}};
+  for (const auto& name : toy_dataset_names()) {
+    const bool gaussian = name == "gaussian";
+    DatasetRegistry::instance().add(
+        {"data", name, "", descriptions.at(name), gaussian ? GaussianDataOptions::schema().keys() : std::vector<KeySpec>{}},
+        [gaussian](const Config& config, const std::string& chosen) {
+          const auto options = gaussian ? GaussianDataOptions::schema().read(config) : GaussianDataOptions{};
+          return make_toy_dataset(chosen, options.sigma, options.dim);
+        });
+  }
+  return true;
+}
+
+[[maybe_unused]] const bool registered = register_toys();
+
+}  // namespace
 
 }  // namespace onestep

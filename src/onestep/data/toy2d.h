@@ -12,6 +12,13 @@
 
 namespace onestep {
 
+// Keys of the `gaussian` data: data.sigma, data.dim.
+struct GaussianDataOptions {
+  double sigma = 1.0;
+  int64_t dim = 2;
+  static const OptionSchema<GaussianDataOptions>& schema();
+};
+
 // Builds the toy dataset `name` (one of toy_dataset_names()). `sigma` and `dim` are used only
 // by "gaussian" (sigma > 0, dim >= 1). Throws UserError for an unknown name or bad sigma/dim.
 std::unique_ptr<Dataset> make_toy_dataset(const std::string& name, double sigma, int64_t dim);

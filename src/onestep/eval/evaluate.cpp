@@ -15,29 +15,34 @@
 
 namespace onestep {
 
-torch::Tensor generate_samples(Method& method, NetworkImpl& net, const std::vector<int64_t>& sample_shape,
-                               int64_t num, const torch::Tensor& labels, int64_t nfe, uint64_t seed,
+torch::Tensor generate_samples(Method& method, const ModuleSet& modules, const std::vector<int64_t>& noise_shape,
+                               int64_t num, const torch::Tensor& labels, const SamplingPlan& plan, uint64_t seed,
                                const torch::Device& device) {
   constexpr int64_t kChunk = 2048;
   auto gen = at::detail::createCPUGenerator(seed);
   std::vector<int64_t> shape = {num};
-  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+  shape.insert(shape.end(), noise_shape.begin(), noise_shape.end());
   const auto noise = torch::randn(shape, gen);
   std::vector<torch::Tensor> chunks;
   for (int64_t start = 0; start < num; start += kChunk) {
     const int64_t end = std::min(num, start + kChunk);
     const auto chunk_labels = labels.defined() ? labels.slice(0, start, end).to(device) : torch::Tensor();
-    chunks.push_back(method.sample(net, noise.slice(0, start, end).to(device), chunk_labels, nfe).cpu());
+    chunks.push_back(method.sample(modules, noise.slice(0, start, end).to(device), chunk_labels, plan).cpu());
   }
   return torch::cat(chunks);
 }
 
+std::string describe_nfe(const NfeCount& count) {
+  std::string text = std::to_string(count.backbone) + " NFE";
+  if (count.head > 0) text += " + " + std::to_string(count.head) + " head NFE";
+  return text;
+}
+
 namespace {
 
-EvalRow score_points(int64_t nfe, const torch::Tensor& samples, const torch::Tensor& reference, double bandwidth) {
+EvalRow score_points(const torch::Tensor& samples, const torch::Tensor& reference, double bandwidth) {
   const auto points = samples.reshape({samples.size(0), -1}).to(torch::kDouble);
   EvalRow row;
-  row.nfe = nfe;
   row.metrics = {{"energy_distance", energy_distance(points, reference)},
                  {"sliced_w2", sliced_w2(points, reference)},
                  {"mmd_rbf", mmd_rbf(points, reference, bandwidth)}};
@@ -62,8 +67,8 @@ namespace {
 // many-step evaluation of images can take a while on a CPU.
 class NfeProgress {
  public:
-  NfeProgress(int64_t nfe, int64_t count) : start_(std::chrono::steady_clock::now()) {
-    std::printf("eval: %lld NFE, %lld samples ... ", static_cast<long long>(nfe), static_cast<long long>(count));
+  NfeProgress(const NfeCount& nfe, int64_t count) : start_(std::chrono::steady_clock::now()) {
+    std::printf("eval: %s, %lld samples ... ", describe_nfe(nfe).c_str(), static_cast<long long>(count));
     std::fflush(stdout);
   }
   ~NfeProgress() {
@@ -88,21 +93,34 @@ std::string evaluation_unavailable(const Dataset& dataset, const Config& config)
          "for fashion-mnist only; set eval.evaluator";
 }
 
-EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Config& config,
+EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, const Config& config,
                     const torch::Device& device) {
-  const auto nfes = config.get_int_list("eval.nfe");
+  const auto step_counts = config.get_int_list("eval.nfe");
+  const auto noise_shape = method.noise_shape({dataset.sample_shape(), dataset.num_classes()});
+  // Samples of one plan, and the row they are scored into.
+  const auto run = [&](int64_t steps, int64_t count, const torch::Tensor& labels, EvalRow& row) {
+    const SamplingPlan plan{steps};
+    const NfeCount nfe = method.count_nfe(plan);
+    row.nfe = nfe.backbone;
+    row.head_nfe = nfe.head;
+    const NfeProgress progress(nfe, count);
+    return generate_samples(method, modules, noise_shape, count, labels, plan,
+                            static_cast<uint64_t>(config.get_int("eval.seed")), device);
+  };
   const int64_t num = config.get_int("eval.num");
-  const auto seed = static_cast<uint64_t>(config.get_int("eval.seed"));
   const Batch reference = dataset.heldout(num);
   const int64_t count = reference.x.size(0);
   EvalReport report;
   if (dataset.sample_shape().size() == 1) {
     const auto ref_points = reference.x.reshape({count, -1}).to(torch::kDouble);
     const double bandwidth = median_distance(ref_points);
-    for (const int64_t nfe : nfes) {
-      const NfeProgress progress(nfe, count);
-      const auto samples = generate_samples(method, net, dataset.sample_shape(), count, reference.y, nfe, seed, device);
-      report.rows.push_back(score_points(nfe, samples, ref_points, bandwidth));
+    for (const int64_t steps : step_counts) {
+      EvalRow counts;
+      const auto samples = run(steps, count, reference.y, counts);
+      EvalRow row = score_points(samples, ref_points, bandwidth);
+      row.nfe = counts.nfe;
+      row.head_nfe = counts.head_nfe;
+      report.rows.push_back(std::move(row));
     }
     report.floor = reference_floor(dataset, num);
     return report;
@@ -118,11 +136,9 @@ EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Co
   std::string cache_dir = config.get_string("eval.cache_dir");
   if (cache_dir.empty()) cache_dir = default_cache_dir();
   report.evaluator = evaluator.path() + " (sha256 " + evaluator.sha256() + ")";
-  for (const int64_t nfe : nfes) {
-    const NfeProgress progress(nfe, count);
-    const auto samples = generate_samples(method, net, dataset.sample_shape(), count, reference.y, nfe, seed, device);
+  for (const int64_t steps : step_counts) {
     EvalRow row;
-    row.nfe = nfe;
+    const auto samples = run(steps, count, reference.y, row);
     row.metrics = image_metrics(evaluator, samples, reference.y, reference.x, cache_dir);
     report.rows.push_back(std::move(row));
   }
@@ -133,7 +149,7 @@ std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num) {
   const auto all = dataset.heldout(2 * num).x;
   if (all.size(0) < 2 * num) return std::nullopt;
   const auto reference = all.slice(0, 0, num).reshape({num, -1}).to(torch::kDouble);
-  return score_points(0, all.slice(0, num, 2 * num), reference, median_distance(reference));
+  return score_points(all.slice(0, num, 2 * num), reference, median_distance(reference));
 }
 
 std::string format_eval_table(const EvalReport& report) {
@@ -142,7 +158,7 @@ std::string format_eval_table(const EvalReport& report) {
   if (rows.empty()) return "";
   std::string out;
   char cell[64];
-  std::snprintf(cell, sizeof(cell), "%6s", "nfe");
+  std::snprintf(cell, sizeof(cell), "%6s  %8s", "nfe", "head_nfe");
   out += cell;
   for (const auto& [name, value] : rows.front().metrics) {
     std::snprintf(cell, sizeof(cell), "  %16s", name.c_str());
@@ -153,9 +169,10 @@ std::string format_eval_table(const EvalReport& report) {
   if (floor) lines.push_back(*floor);
   for (const auto& row : lines) {
     if (row.nfe > 0) {
-      std::snprintf(cell, sizeof(cell), "%6lld", static_cast<long long>(row.nfe));
+      std::snprintf(cell, sizeof(cell), "%6lld  %8lld", static_cast<long long>(row.nfe),
+                    static_cast<long long>(row.head_nfe));
     } else {
-      std::snprintf(cell, sizeof(cell), "%6s", "data");
+      std::snprintf(cell, sizeof(cell), "%6s  %8s", "data", "");
     }
     out += cell;
     for (const auto& [name, value] : row.metrics) {
@@ -174,6 +191,7 @@ std::string eval_json(const EvalReport& report) {
   for (const auto& row : report.rows) {
     nlohmann::ordered_json entry;
     entry["nfe"] = row.nfe;
+    entry["head_nfe"] = row.head_nfe;
     for (const auto& [name, value] : row.metrics) entry[name] = value;
     results.push_back(entry);
   }

@@ -18,15 +18,20 @@
 namespace onestep {
 
 struct EvalRow {
-  int64_t nfe = 0;
+  int64_t nfe = 0;       // backbone network evaluations per sample (0: the data floor row)
+  int64_t head_nfe = 0;  // head evaluations per sample (methods with a head)
   std::vector<std::pair<std::string, double>> metrics;  // in report order
 };
 
-// Generates `labels.size(0)` (or `num` when labels are undefined) samples with noise from a
-// generator seeded with `seed`, in chunks, on `device`; returns them on the CPU.
-torch::Tensor generate_samples(Method& method, NetworkImpl& net, const std::vector<int64_t>& sample_shape,
-                               int64_t num, const torch::Tensor& labels, int64_t nfe, uint64_t seed,
+// Generates `labels.size(0)` (or `num` when labels are undefined) samples from noise of
+// `noise_shape` drawn with a generator seeded with `seed`, following `plan`, in chunks, on
+// `device`; returns them on the CPU.
+torch::Tensor generate_samples(Method& method, const ModuleSet& modules, const std::vector<int64_t>& noise_shape,
+                               int64_t num, const torch::Tensor& labels, const SamplingPlan& plan, uint64_t seed,
                                const torch::Device& device);
+
+// "2 NFE", or "4 NFE + 32 head NFE" for methods with a head.
+std::string describe_nfe(const NfeCount& count);
 
 // What `evaluate` returns: one row per NFE, the metrics' noise floor where the held-out set is
 // large enough (points), and for images the evaluator used ("path (sha256 ...)").
@@ -41,13 +46,14 @@ struct EvalReport {
 // so other image data (folder:DIR) needs `eval.evaluator`.
 std::string evaluation_unavailable(const Dataset& dataset, const Config& config);
 
-// The evaluation protocol, configured by the eval.* keys: `eval.num` samples at each NFE of
-// `eval.nfe`, from noise seeded with `eval.seed`, against `eval.num` held-out samples.
+// The evaluation protocol, configured by the eval.* keys: `eval.num` samples at each step count
+// of `eval.nfe` (the NFE of one-network methods, the backbone steps of methods with a head),
+// from noise seeded with `eval.seed`, against `eval.num` held-out samples.
 // Class-conditional models are sampled with the held-out labels, so the class mix matches the
 // reference. Points: energy_distance, sliced_w2, mmd_rbf. Images: fd, kid, precision, recall
 // (and class_accuracy for conditional models) in the feature space of the evaluator
 // `eval.evaluator`, which must have been trained on the same dataset.
-EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Config& config,
+EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, const Config& config,
                     const torch::Device& device);
 
 // The noise floor of the point metrics: the same metrics between `num` held-out samples and
@@ -55,9 +61,9 @@ EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Co
 // Returns nothing when the dataset holds fewer than 2 num held-out samples.
 std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num);
 
-// A table with one line per row and the floor as a last "data" line.
+// A table with one line per row (nfe, head_nfe, metrics) and the floor as a last "data" line.
 std::string format_eval_table(const EvalReport& report);
-// {"results": [...]}, plus "floor": {...} and "evaluator": {"path", "sha256"} when present.
+// {"results": [{"nfe", "head_nfe", <metrics>}...]}, plus "floor": {...} and "evaluator" when present.
 std::string eval_json(const EvalReport& report);
 
 }  // namespace onestep

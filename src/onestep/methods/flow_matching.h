@@ -3,29 +3,32 @@
 // Heun on a uniform grid from t = 1 to 0, with optional classifier-free guidance.
 #pragma once
 
+#include "onestep/methods/linear_path.h"
 #include "onestep/methods/method.h"
-#include "onestep/methods/time_sampler.h"
 
 namespace onestep {
 
 struct FlowMatchingOptions {
   TimeSampler time_sampler;
-  double label_dropout = 0.1;
+  LabelDropout label_dropout;
   std::string sampler = "euler";  // or "heun"
   double cfg_scale = 1.0;
+  static const OptionSchema<FlowMatchingOptions>& schema();
 };
 
 class FlowMatching : public Method {
  public:
   explicit FlowMatching(FlowMatchingOptions options) : options_(std::move(options)) {}
-  static FlowMatchingOptions options_from_config(const Config& config);
 
   std::string name() const override { return "fm"; }
   LossOutput loss(const LossContext& context, const Batch& batch) override;
-  // Euler: nfe steps. Heun: (nfe + 1) / 2 steps, the last one Euler, so nfe must be odd.
-  // With CFG each evaluation runs the conditional and unconditional pass in one batch.
-  torch::Tensor sample(NetworkImpl& net, const torch::Tensor& noise, const torch::Tensor& labels,
-                       int64_t nfe) override;
+  // The loss at given path points and (already dropped) labels c; exposed for tests.
+  LossOutput loss_at(NetworkImpl& net, const PathPoint& point, const torch::Tensor& c) const;
+  // Euler: plan.steps evaluations, one per step. Heun: plan.steps evaluations in
+  // (steps + 1) / 2 steps, the last one Euler, so plan.steps must be odd. With CFG each
+  // evaluation runs the conditional and unconditional pass in one batch.
+  torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
+                       const SamplingPlan& plan) override;
 
  private:
   // Guided velocity v = v(z,t,null) + w (v(z,t,c) - v(z,t,null)); plain v when unguided.

@@ -54,4 +54,24 @@ std::pair<torch::Tensor, torch::Tensor> jvp(const TensorFunction& f, const std::
   return double_backward_jvp(f, primals, tangents, create_graph);
 }
 
+std::pair<torch::Tensor, torch::Tensor> network_jvp(NetworkImpl& net, const NetInput& input, const NetInput& tangent,
+                                                    JvpMode mode, bool create_graph) {
+  using Field = torch::Tensor NetInput::*;
+  const std::vector<Field> fields = {&NetInput::z, &NetInput::t, &NetInput::h, &NetInput::extra, &NetInput::context};
+  std::vector<Field> moving;
+  std::vector<torch::Tensor> primals, tangents;
+  for (const Field field : fields) {
+    if (!(tangent.*field).defined()) continue;
+    moving.push_back(field);
+    primals.push_back(input.*field);
+    tangents.push_back(tangent.*field);
+  }
+  const auto f = [&](const std::vector<torch::Tensor>& values) {
+    NetInput moved = input;
+    for (size_t i = 0; i < moving.size(); ++i) moved.*moving[i] = values[i];
+    return net.forward(moved);
+  };
+  return jvp(f, primals, tangents, mode, create_graph);
+}
+
 }  // namespace onestep

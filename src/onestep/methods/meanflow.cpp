@@ -1,4 +1,4 @@
-// MeanFlow training step and sampler (spec §2; see meanflow.h).
+// MeanFlow training step and sampler (spec §2; see meanflow.h), and its registration.
 #include "onestep/methods/meanflow.h"
 
 #include "onestep/core/config.h"
@@ -6,25 +6,43 @@
 
 namespace onestep {
 
-MeanFlowOptions MeanFlow::options_from_config(const Config& config) {
-  MeanFlowOptions options;
-  options.time_sampler = TimeSampler::from_config(config);
-  options.ratio = config.get_float("method.ratio");
-  options.adaptive_p = config.get_float("method.adaptive_p");
-  options.adaptive_c = config.get_float("method.adaptive_c");
-  options.label_dropout = config.get_float("method.label_dropout");
-  options.cfg_omega = config.get_float("method.cfg_omega");
-  options.cfg_kappa = config.get_float("method.cfg_kappa");
-  options.cfg_t_lo = config.get_float("method.cfg_t_lo");
-  options.cfg_t_hi = config.get_float("method.cfg_t_hi");
-  if (options.cfg_t_lo > options.cfg_t_hi)
-    throw UserError("config: method.cfg_t_lo = " + std::to_string(options.cfg_t_lo) +
-                    " exceeds method.cfg_t_hi = " + std::to_string(options.cfg_t_hi));
-  options.jvp_mode = jvp_mode_from_name(config.get_string("method.jvp"));
-  const std::string& tangent = config.get_string("method.tangent");  // "v,a_r,a_t"
-  options.tangent_r = tangent[2] == '1' ? 1.0 : 0.0;
-  options.tangent_t = tangent[4] == '1' ? 1.0 : 0.0;
-  return options;
+namespace {
+
+[[maybe_unused]] const bool registered = MethodRegistry::instance().add(
+    {"method", "meanflow", "", "MeanFlow: average velocity through the MeanFlow identity, 1-NFE sampling",
+     MeanFlowOptions::schema().keys()},
+    [](const Config& config) { return std::make_unique<MeanFlow>(MeanFlowOptions::schema().read(config)); });
+
+}  // namespace
+
+const OptionSchema<MeanFlowOptions>& MeanFlowOptions::schema() {
+  static const auto schema =
+      OptionSchema<MeanFlowOptions>("method")
+          .include(&MeanFlowOptions::time_sampler, TimeSampler::schema())
+          .include(&MeanFlowOptions::label_dropout, LabelDropout::schema())
+          .add("ratio", &MeanFlowOptions::ratio, 0, 1, "meanflow: share of the batch with r != t")
+          .add("adaptive_p", &MeanFlowOptions::adaptive_p, 0, 10, "meanflow: adaptive loss weight power p (0: plain L2)")
+          .add("adaptive_c", &MeanFlowOptions::adaptive_c, 1e-12, 10, "meanflow: adaptive loss weight constant c")
+          .add("cfg_omega", &MeanFlowOptions::cfg_omega, 0, 100, "meanflow: CFG scale omega folded into training (1: off)")
+          .add("cfg_kappa", &MeanFlowOptions::cfg_kappa, 0, 0.999,
+               "meanflow: CFG mixing kappa (effective scale omega/(1-kappa))")
+          .add("cfg_t_lo", &MeanFlowOptions::cfg_t_lo, 0, 1, "meanflow: CFG applies for t in [cfg_t_lo, cfg_t_hi]")
+          .add("cfg_t_hi", &MeanFlowOptions::cfg_t_hi, 0, 1, "meanflow: upper end of the CFG interval")
+          .add("jvp", &MeanFlowOptions::jvp, {"forward", "double-backward"},
+               "JVP implementation: forward-mode AD, or double backward for ops without a forward formula")
+          .add("tangent", &MeanFlowOptions::tangent, {"v,0,1", "v,0,0", "v,1,0", "v,1,1"},
+               "meanflow: JVP tangent on (z, r, t); only v,0,1 is correct (the others are for the ablation)");
+  return schema;
+}
+
+MeanFlow::MeanFlow(MeanFlowOptions options)
+    : options_(std::move(options)),
+      jvp_mode_(jvp_mode_from_name(options_.jvp)),
+      tangent_r_(options_.tangent[2] == '1' ? 1.0 : 0.0),
+      tangent_t_(options_.tangent[4] == '1' ? 1.0 : 0.0) {
+  if (options_.cfg_t_lo > options_.cfg_t_hi)
+    throw UserError("config: method.cfg_t_lo = " + format_number(options_.cfg_t_lo) +
+                    " exceeds method.cfg_t_hi = " + format_number(options_.cfg_t_hi));
 }
 
 TimePair MeanFlow::sample_time_pair(int64_t n, torch::Generator& gen) const {
@@ -43,9 +61,8 @@ std::pair<torch::Tensor, torch::Tensor> MeanFlow::average_velocity_and_time_deri
   // With the (t, h = t - r) parameterisation the tangent (a_r, a_t) on (r, t) becomes
   // a_t on t and a_t - a_r on h.
   const auto h = t - r;
-  const auto f = [&net, &c](const std::vector<torch::Tensor>& in) { return net.forward(in[0], in[1], in[2], c); };
-  return jvp(f, {z, t, h}, {v, torch::full_like(t, options_.tangent_t), torch::full_like(h, options_.tangent_t - options_.tangent_r)},
-             options_.jvp_mode, /*create_graph=*/false);
+  return network_jvp(net, {z, t, h, c}, {v, torch::full_like(t, tangent_t_), torch::full_like(h, tangent_t_ - tangent_r_)},
+                     jvp_mode_, /*create_graph=*/false);
 }
 
 torch::Tensor MeanFlow::target(const torch::Tensor& v, const torch::Tensor& du_dt, const torch::Tensor& r,
@@ -58,11 +75,8 @@ torch::Tensor MeanFlow::guided_velocity(NetworkImpl& net, const torch::Tensor& z
                                         const torch::Tensor& dropped) const {
   if (!labels.defined() || (options_.cfg_omega == 1.0 && options_.cfg_kappa == 0.0)) return v_t;
   torch::NoGradGuard no_grad;
-  const int64_t n = z_t.size(0);
-  const auto null = torch::full_like(labels, net.null_label());
-  const auto tt = torch::cat({t, t});
-  const auto both = net.forward(torch::cat({z_t, z_t}), tt, torch::zeros_like(tt), torch::cat({labels, null}));
-  return fold_guidance(v_t, both.slice(0, 0, n), both.slice(0, n, 2 * n), t, dropped);
+  const auto [conditional, unconditional] = conditional_and_unconditional(net, {z_t, t, torch::zeros_like(t), labels});
+  return fold_guidance(v_t, conditional, unconditional, t, dropped);
 }
 
 torch::Tensor MeanFlow::fold_guidance(const torch::Tensor& v_t, const torch::Tensor& v_cond,
@@ -75,21 +89,19 @@ torch::Tensor MeanFlow::fold_guidance(const torch::Tensor& v_t, const torch::Ten
 }
 
 LossOutput MeanFlow::loss(const LossContext& context, const Batch& batch) {
-  const auto& x = batch.x;
-  const auto device = x.device();
-  const int64_t n = x.size(0);
-  auto [t, r] = sample_time_pair(n, context.gen);
-  t = t.to(device);
-  r = r.to(device);
-  const auto e = draw_noise(x.sizes(), context.gen, device);
-  const auto tb = per_sample(t, x.dim());
-  const auto z_t = (1 - tb) * x + tb * e;
-  const auto v_t = e - x;
-  const auto c = drop_labels(batch.y, context.net.null_label(), options_.label_dropout, context.gen);
-  const auto v = c.defined() ? guided_velocity(context.net, z_t, t, v_t, batch.y, c.eq(context.net.null_label()))
-                             : v_t;
+  NetworkImpl& net = context.modules["net"];
+  auto [t, r] = sample_time_pair(batch.x.size(0), context.gen);
+  const auto point = draw_path_point(batch.x, t.to(batch.x.device()), context.gen);
+  const auto c = drop_labels(batch.y, net.null_label(), options_.label_dropout.p, context.gen);
+  return loss_at(net, point, r.to(batch.x.device()), batch.y, c);
+}
 
-  const auto [u, du_dt] = average_velocity_and_time_derivative(context.net, z_t, r, t, c, v);
+LossOutput MeanFlow::loss_at(NetworkImpl& net, const PathPoint& point, const torch::Tensor& r,
+                             const torch::Tensor& labels, const torch::Tensor& c) const {
+  const auto& t = point.t;
+  const auto v = c.defined() ? guided_velocity(net, point.z_t, t, point.v_t, labels, c.eq(net.null_label()))
+                             : point.v_t;
+  const auto [u, du_dt] = average_velocity_and_time_derivative(net, point.z_t, r, t, c, v);
   const auto u_target = target(v, du_dt, r, t);
   const auto error = (u - u_target).pow(2).flatten(1).sum(1);
   const auto weight = options_.adaptive_p == 0.0
@@ -100,22 +112,23 @@ LossOutput MeanFlow::loss(const LossContext& context, const Batch& batch) {
   out.parts["mse"] = error.detach().mean();
   // Plain flow-matching error of the instantaneous velocity (r = t samples), for monitoring.
   const auto instantaneous = r.eq(t);
-  const auto fm_error = (u.detach() - v_t).pow(2).flatten(1).sum(1);
+  const auto fm_error = (u.detach() - point.v_t).pow(2).flatten(1).sum(1);
   out.parts["velocity_error"] = (fm_error * instantaneous).sum() / instantaneous.sum().clamp_min(1);
   return out;
 }
 
-torch::Tensor MeanFlow::sample(NetworkImpl& net, const torch::Tensor& noise, const torch::Tensor& labels,
-                               int64_t nfe) {
+torch::Tensor MeanFlow::sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
+                               const SamplingPlan& plan) {
   torch::NoGradGuard no_grad;
+  const int64_t nfe = plan.steps;
   if (nfe < 1) throw UserError("meanflow: nfe must be at least 1, got " + std::to_string(nfe));
+  NetworkImpl& net = modules["net"];
   const auto grid = uniform_time_grid(nfe);
   const int64_t n = noise.size(0);
-  const auto opts = torch::TensorOptions().dtype(noise.dtype()).device(noise.device());
   auto z = noise;
   for (int64_t i = 0; i < nfe; ++i) {
     const double t = grid[i], r = grid[i + 1];
-    const auto u = net.forward(z, torch::full({n}, t, opts), torch::full({n}, t - r, opts), labels);
+    const auto u = net.forward({z, filled(n, t, z), filled(n, t - r, z), labels});
     z = z - (t - r) * u;
   }
   return z;

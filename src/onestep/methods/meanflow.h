@@ -5,8 +5,8 @@
 #pragma once
 
 #include "onestep/methods/jvp.h"
+#include "onestep/methods/linear_path.h"
 #include "onestep/methods/method.h"
-#include "onestep/methods/time_sampler.h"
 
 namespace onestep {
 
@@ -15,15 +15,15 @@ struct MeanFlowOptions {
   double ratio = 0.25;         // share of the batch with r != t
   double adaptive_p = 1.0;     // w = 1 / (L + c)^p
   double adaptive_c = 1e-3;
-  double label_dropout = 0.1;
+  LabelDropout label_dropout;
   double cfg_omega = 1.0;      // CFG folded into training (omega = 1, kappa = 0: off)
   double cfg_kappa = 0.0;
   double cfg_t_lo = 0.0;
   double cfg_t_hi = 1.0;
-  JvpMode jvp_mode = JvpMode::Forward;
-  // JVP tangent on (r, t) besides v on z; (0, 1) is correct, others exist for the ablation.
-  double tangent_r = 0.0;
-  double tangent_t = 1.0;
+  std::string jvp = "forward";  // or "double-backward"
+  // JVP tangent on (z, r, t): "v,0,1" is correct, the others exist for the ablation.
+  std::string tangent = "v,0,1";
+  static const OptionSchema<MeanFlowOptions>& schema();
 };
 
 // (t, r) pairs: two draws, t the larger, r the smaller, then r = t for a share 1 - ratio.
@@ -33,14 +33,19 @@ struct TimePair {
 
 class MeanFlow : public Method {
  public:
-  explicit MeanFlow(MeanFlowOptions options) : options_(std::move(options)) {}
-  static MeanFlowOptions options_from_config(const Config& config);
+  // Throws UserError when cfg_t_lo > cfg_t_hi.
+  explicit MeanFlow(MeanFlowOptions options);
 
   std::string name() const override { return "meanflow"; }
   TimePair sample_time_pair(int64_t n, torch::Generator& gen) const;
   LossOutput loss(const LossContext& context, const Batch& batch) override;
-  torch::Tensor sample(NetworkImpl& net, const torch::Tensor& noise, const torch::Tensor& labels,
-                       int64_t nfe) override;
+  // The loss at given path points, start times r, labels (for folded guidance) and dropped
+  // labels c; exposed for tests.
+  LossOutput loss_at(NetworkImpl& net, const PathPoint& point, const torch::Tensor& r, const torch::Tensor& labels,
+                     const torch::Tensor& c) const;
+  // plan.steps jumps z_r = z_t - (t - r) u_theta(z_t, r, t) on the uniform grid.
+  torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
+                       const SamplingPlan& plan) override;
 
   // u_theta(z, r, t) and du/dt along the tangent (v, tangent_r, tangent_t) on (z, r, t),
   // from one JVP. Exposed for tests.
@@ -65,6 +70,8 @@ class MeanFlow : public Method {
                                 const torch::Tensor& dropped) const;
 
   MeanFlowOptions options_;
+  JvpMode jvp_mode_;
+  double tangent_r_, tangent_t_;  // the JVP's tangent on r and t
 };
 
 }  // namespace onestep

@@ -1,45 +1,54 @@
-// Method registry and the small helpers every method shares (noise, label dropout, grids).
+// Method construction through the registry, the default module set and ModuleSet (see method.h).
 #include "onestep/methods/method.h"
 
 #include "onestep/core/config.h"
-#include "onestep/core/error.h"
-#include "onestep/methods/flow_matching.h"
-#include "onestep/methods/meanflow.h"
 
 namespace onestep {
 
-std::vector<std::string> method_names() { return {"fm", "meanflow"}; }
-
 std::unique_ptr<Method> make_method(const Config& config) {
-  const std::string& name = config.get_string("method.name");
-  if (name == "fm") return std::make_unique<FlowMatching>(FlowMatching::options_from_config(config));
-  if (name == "meanflow") return std::make_unique<MeanFlow>(MeanFlow::options_from_config(config));
-  std::string known;
-  for (const auto& n : method_names()) known += (known.empty() ? "" : ", ") + n;
-  throw UserError("config: key 'method.name' = '" + name + "': unknown method; known: " + known);
+  return MethodRegistry::instance().get("method", config.get_string("method.name"))(config);
 }
 
-torch::Tensor draw_noise(torch::IntArrayRef shape, torch::Generator& gen, const torch::Device& device) {
-  return torch::randn(shape, gen).to(device);
+ModuleSet Method::build_modules(const Config& config, const DataInfo& data) const {
+  ModuleSet modules;
+  modules.add("net", make_network(config, net_spec(data), data.data_std));
+  return modules;
 }
 
-torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, double p, torch::Generator& gen) {
-  if (!labels.defined()) return labels;
-  const auto drop = (torch::rand({labels.size(0)}, gen) < p).to(labels.device());
-  return torch::where(drop, torch::full_like(labels, num_classes), labels);
+NetSpec Method::net_spec(const DataInfo& data) const {
+  NetSpec spec;
+  spec.in_shape = spec.out_shape = data.sample_shape;
+  spec.num_classes = data.num_classes;
+  return spec;
 }
 
-std::vector<double> uniform_time_grid(int64_t steps) {
-  std::vector<double> grid(steps + 1);
-  for (int64_t i = 0; i <= steps; ++i) grid[i] = 1.0 - static_cast<double>(i) / static_cast<double>(steps);
-  grid[steps] = 0.0;
-  return grid;
+void ModuleSet::add(const std::string& name, Network module) { modules_.emplace_back(name, std::move(module)); }
+
+NetworkImpl& ModuleSet::operator[](const std::string& name) const {
+  for (const auto& [module_name, module] : modules_)
+    if (module_name == name) return *module;
+  throw std::out_of_range("no module '" + name + "'");
 }
 
-torch::Tensor per_sample(const torch::Tensor& value, int64_t rank) {
-  std::vector<int64_t> shape(rank, 1);
-  shape[0] = value.size(0);
-  return value.reshape(shape);
+std::vector<std::pair<std::string, torch::Tensor>> ModuleSet::named_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [module_name, module] : modules_)
+    for (const auto& item : module->named_parameters()) out.emplace_back(module_name + "." + item.key(), item.value());
+  return out;
+}
+
+std::vector<torch::Tensor> ModuleSet::parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& [name, tensor] : named_parameters()) out.push_back(tensor);
+  return out;
+}
+
+void ModuleSet::to(const torch::Device& device) {
+  for (auto& item : modules_) item.second->to(device);
+}
+
+void ModuleSet::train(bool on) {
+  for (auto& item : modules_) item.second->train(on);
 }
 
 }  // namespace onestep

@@ -1,15 +1,20 @@
 // Method interface and registry. A method owns the mathematics of spec/methods.md for one
-// family: its training loss on a batch, its sampler, and the network shape it needs. It knows
-// nothing of where data comes from, of optimizers, EMA or checkpoints (the trainer's job).
+// family: the trainable modules it needs (one network, or a backbone and a head, ...) and any
+// frozen ones, the noise it samples from, what a training step draws from the dataset, its
+// loss, and its sampler with a sampling plan. It knows nothing of optimizers, EMA,
+// checkpoints or devices (the trainer's job). Each method registers itself with its keys.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "onestep/core/registry.h"
 #include "onestep/data/dataset.h"
 #include "onestep/nets/network.h"
 
@@ -17,53 +22,101 @@ namespace onestep {
 
 class Config;
 
+// What a method knows of its data.
+struct DataInfo {
+  std::vector<int64_t> sample_shape;
+  int64_t num_classes = 0;
+  double data_std = 1.0;  // standard deviation of the training data (for OutputInit::DataScale)
+};
+
+// A method's trainable modules by name, in the order the method declares them.
+class ModuleSet {
+ public:
+  void add(const std::string& name, Network module);
+  NetworkImpl& operator[](const std::string& name) const;  // std::out_of_range for an unknown name
+  const std::vector<std::pair<std::string, Network>>& items() const { return modules_; }
+  // Parameters named "<module>.<parameter>".
+  std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
+  std::vector<torch::Tensor> parameters() const;
+  void to(const torch::Device& device);
+  void train(bool on);
+
+ private:
+  std::vector<std::pair<std::string, Network>> modules_;
+};
+
+// A frozen module (e.g. a feature encoder): built by `build`, its weights loaded from `path`
+// after checking the file's SHA-256 against `sha256`; never trained or checkpointed.
+struct FrozenModuleSpec {
+  std::string name;
+  std::string path;
+  std::string sha256;
+  std::function<std::shared_ptr<torch::nn::Module>()> build;
+};
+using FrozenModules = std::map<std::string, std::shared_ptr<torch::nn::Module>>;
+
 // The scalar to minimise and named parts to log (detached scalars).
 struct LossOutput {
   torch::Tensor loss;
   std::map<std::string, torch::Tensor> parts;
 };
 
-// What the loss may use besides the batch: the trained network, an optional target network
-// (a fast EMA of the weights, for methods that ask for one) and the run's generator, through
-// which every random draw goes (CPU generator; tensors are moved to the batch's device).
+// What the loss may use besides the batch: the trained modules, their target EMA (methods that
+// ask for one), the frozen modules and the run's generator, through which every random draw
+// goes (CPU generator; tensors are moved to the batch's device).
 struct LossContext {
-  NetworkImpl& net;
-  NetworkImpl* target = nullptr;
+  const ModuleSet& modules;
+  const ModuleSet* target = nullptr;
+  const FrozenModules* frozen = nullptr;
   torch::Generator& gen;
+};
+
+// How to sample: `steps` backbone steps (for methods whose NFE is the step count: the NFE) and,
+// for methods with a head, `inner_steps` head steps per backbone step (0: the method's default).
+struct SamplingPlan {
+  int64_t steps = 1;
+  int64_t inner_steps = 0;
+};
+
+// Network evaluations of one sample: the backbone's, and the head's (0 for one-network methods).
+struct NfeCount {
+  int64_t backbone = 0;
+  int64_t head = 0;
 };
 
 class Method {
  public:
   virtual ~Method() = default;
   virtual std::string name() const = 0;
-  // The network this method trains for data of `sample_shape` with `num_classes` classes.
-  virtual NetSpec net_spec(const std::vector<int64_t>& sample_shape, int64_t num_classes) const {
-    return {sample_shape, sample_shape, num_classes};
+
+  // The trainable modules for this data, freshly initialised from the global torch seed. The
+  // default: one network "net" of net_spec(data), built from the model.* keys.
+  virtual ModuleSet build_modules(const Config& config, const DataInfo& data) const;
+  // The network of one-network methods: z of the sample shape in and out, the data's classes.
+  virtual NetSpec net_spec(const DataInfo& data) const;
+  // The shape of one noise sample that sampling starts from.
+  virtual std::vector<int64_t> noise_shape(const DataInfo& data) const { return data.sample_shape; }
+  // What a training step draws from the dataset (default: batch_size samples).
+  virtual Batch training_batch(Dataset& dataset, int64_t batch_size, torch::Generator& gen) const {
+    return dataset.train_batch(batch_size, gen);
   }
-  // Decay of the target network's EMA; 0 = the method uses no target network.
+  // Decay of the target EMA of every module; 0 = the method uses no target.
   virtual double target_ema_decay() const { return 0.0; }
+  virtual std::vector<FrozenModuleSpec> frozen_modules() const { return {}; }
+
   virtual LossOutput loss(const LossContext& context, const Batch& batch) = 0;
-  // Maps noise (B x shape) to samples with `nfe` network evaluations of the sampler;
-  // labels: B int64 classes, or undefined for unconditional sampling.
-  virtual torch::Tensor sample(NetworkImpl& net, const torch::Tensor& noise, const torch::Tensor& labels,
-                               int64_t nfe) = 0;
+  // Maps noise (B x noise_shape) to samples following `plan`; labels: B int64 classes, or
+  // undefined for unconditional sampling. Throws UserError for a plan the method cannot run.
+  virtual torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
+                               const SamplingPlan& plan) = 0;
+  // The network evaluations per sample of `plan`.
+  virtual NfeCount count_nfe(const SamplingPlan& plan) const { return {plan.steps, 0}; }
 };
+
+using MethodFactory = std::function<std::unique_ptr<Method>(const Config&)>;
+using MethodRegistry = Registry<MethodFactory>;
 
 // Builds the method named by `method.name`. Throws UserError for an unknown name.
 std::unique_ptr<Method> make_method(const Config& config);
-std::vector<std::string> method_names();
-
-// Standard normal noise of `shape` drawn with `gen` (CPU) and moved to `device`.
-torch::Tensor draw_noise(torch::IntArrayRef shape, torch::Generator& gen, const torch::Device& device);
-
-// Replaces each label by the null label `num_classes` with probability `p` (CFG training).
-// Returns undefined for undefined labels.
-torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, double p, torch::Generator& gen);
-
-// The sample grid 1 = t_0 > t_1 > ... > t_k = 0 (uniform), as a std::vector.
-std::vector<double> uniform_time_grid(int64_t steps);
-
-// `value` (B) reshaped to broadcast against a tensor of rank `rank` (B x 1 x ...).
-torch::Tensor per_sample(const torch::Tensor& value, int64_t rank);
 
 }  // namespace onestep

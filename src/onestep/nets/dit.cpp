@@ -1,6 +1,7 @@
-// Diffusion Transformer (see dit.h).
+// Diffusion Transformer (see dit.h) and its registration.
 #include "onestep/nets/dit.h"
 
+#include "onestep/core/error.h"
 #include "onestep/nets/layers.h"
 
 #include <cmath>
@@ -94,7 +95,38 @@ class DitBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DitBlock);
 
+[[maybe_unused]] const bool registered = NetworkRegistry::instance().add(
+    {"model", "dit", "", "Diffusion Transformer for images (adaLN-zero, optional Lipschitz-minded norms)",
+     DitOptions::schema().keys()},
+    [](const Config& config, const NetSpec& spec) -> Network {
+      require_image_shape(spec, "dit");
+      const auto options = DitOptions::schema().read(config);
+      if (options.width % options.heads != 0 || options.width % 4 != 0)
+        throw UserError("config: model.width = " + std::to_string(options.width) +
+                        " must be a multiple of 4 and of model.heads = " + std::to_string(options.heads));
+      if (spec.in_shape[1] % options.patch_size != 0 || spec.in_shape[2] % options.patch_size != 0)
+        throw UserError("config: model.patch_size = " + std::to_string(options.patch_size) +
+                        " must divide the image size " + std::to_string(spec.in_shape[1]) + "x" +
+                        std::to_string(spec.in_shape[2]));
+      return std::make_shared<DitImpl>(spec, options);
+    });
+
 }  // namespace
+
+const OptionSchema<DitOptions>& DitOptions::schema() {
+  static const auto schema =
+      OptionSchema<DitOptions>("model")
+          .add("patch_size", &DitOptions::patch_size, 1, 64, "dit: patch size")
+          .add("width", &DitOptions::width, 1, 1 << 16, "dit: token width")
+          .add("depth", &DitOptions::depth, 1, 64, "dit: transformer blocks")
+          .add("heads", &DitOptions::heads, 1, 256, "dit: attention heads")
+          .add("mlp_ratio", &DitOptions::mlp_ratio, 0.25, 64, "dit: MLP width over token width")
+          .add("norm", &DitOptions::norm, {"layernorm", "rmsnorm"}, "dit: token normalisation (rmsnorm: affine-free)")
+          .add("qk_norm", &DitOptions::qk_norm, "dit: RMS-normalise queries and keys per head")
+          .add("mod_norm", &DitOptions::mod_norm, "dit: RMS-normalise the adaLN modulation (TVM's Lipschitz-minded DiT)")
+          .include(&DitOptions::time, TimeEmbeddingOptions::schema());
+  return schema;
+}
 
 DitImpl::DitImpl(const NetSpec& spec, const DitOptions& options) : NetworkImpl(spec), options_(options) {
   TORCH_CHECK(spec.in_shape.size() == 3 && spec.out_shape.size() == 3, "dit: needs C x H x W input and output");
@@ -107,9 +139,12 @@ DitImpl::DitImpl(const NetSpec& spec, const DitOptions& options) : NetworkImpl(s
   TORCH_CHECK(width % options.heads == 0, "dit: width ", width, " is not divisible into ", options.heads, " heads");
   TORCH_CHECK(options.norm == "layernorm" || options.norm == "rmsnorm", "dit: unknown norm '", options.norm,
               "' (layernorm | rmsnorm)");
-  t_embedding_ = register_module("t_embedding", TimeEmbedding(width, options.time_max_period, options.time_scale));
-  h_embedding_ = register_module("h_embedding", TimeEmbedding(width, options.time_max_period, options.time_scale));
+  t_embedding_ = register_module("t_embedding", TimeEmbedding(width, options.time));
+  h_embedding_ = register_module("h_embedding", TimeEmbedding(width, options.time));
   if (spec.num_classes > 0) class_embedding_ = register_module("class_embedding", ClassEmbedding(spec.num_classes, width));
+  if (spec.num_extra > 0) extra_embedding_ = register_module("extra_embedding", VectorEmbedding(spec.num_extra, width));
+  if (spec.context_dim > 0)
+    context_embedding_ = register_module("context_embedding", VectorEmbedding(spec.context_dim, width));
   patchify_ = register_module(
       "patchify", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_shape[0], width, p).stride(p)));
   {
@@ -126,14 +161,19 @@ DitImpl::DitImpl(const NetSpec& spec, const DitOptions& options) : NetworkImpl(s
   zero_init(final_linear_);
 }
 
-torch::Tensor DitImpl::forward(const torch::Tensor& z, const torch::Tensor& t, const torch::Tensor& h,
-                               const torch::Tensor& c) {
+torch::Tensor DitImpl::forward(const NetInput& input) {
+  const auto& z = input.z;
   const int64_t b = z.size(0), p = options_.patch_size;
   const int64_t rows = z.size(2) / p, cols = z.size(3) / p, out_channels = spec().out_shape[0];
-  auto cond = t_embedding_(t) + h_embedding_(h);
-  if (class_embedding_) cond = cond + class_embedding_(c, b, z.device());
+  auto cond = t_embedding_(input.t) + h_embedding_(input.h);
+  if (class_embedding_) cond = cond + class_embedding_(input.c, b, z.device());
+  if (extra_embedding_) cond = cond + extra_embedding_(input.extra);
+  if (context_embedding_) cond = cond + context_embedding_(input.context.reshape({b, -1}));
   auto x = patchify_(z).flatten(2).transpose(1, 2) + position_;  // B x N x width
-  for (const auto& block : *blocks_) x = block->as<DitBlockImpl>()->forward(x, cond);
+  for (const auto& block : *blocks_) {
+    x = block->as<DitBlockImpl>()->forward(x, cond);
+    note_activation(x);
+  }
   const auto m = modulation(final_modulation_, cond, 2, options_.mod_norm);
   x = final_linear_(modulate(normalize(x, options_.norm == "rmsnorm"), m[0], m[1]));  // B x N x p*p*C
   // Unpatchify: B x rows x cols x p x p x C -> B x C x rows*p x cols*p.

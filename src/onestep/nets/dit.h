@@ -10,7 +10,8 @@
 // dimension (after TVM's Lipschitz-minded DiT), so the modulation is bounded whatever the
 // conditioning. The modulation layers start at zero (adaLN-zero: every block is the identity
 // and the output is zero at initialisation; RMSNorm keeps a zero modulation at zero).
-// Attention is matmul + softmax, so forward-mode AD works through the whole network.
+// Attention is matmul + softmax, so forward-mode AD works through the whole network. Extra
+// scalar conditions and a context vector are embedded and added to the conditioning.
 #pragma once
 
 #include "onestep/nets/embeddings.h"
@@ -23,26 +24,27 @@ namespace onestep {
 struct DitOptions {
   int64_t patch_size = 2;
   int64_t width = 256;
-  int64_t depth = 6;
+  int64_t depth = 4;
   int64_t heads = 4;
   double mlp_ratio = 4;
   std::string norm = "layernorm";
   bool qk_norm = false;
   bool mod_norm = false;
-  double time_max_period = 10000;
-  double time_scale = 1;
+  TimeEmbeddingOptions time;
+  static const OptionSchema<DitOptions>& schema();
 };
 
 class DitImpl : public NetworkImpl {
  public:
   DitImpl(const NetSpec& spec, const DitOptions& options);
-  torch::Tensor forward(const torch::Tensor& z, const torch::Tensor& t, const torch::Tensor& h,
-                        const torch::Tensor& c) override;
+  torch::Tensor forward(const NetInput& input) override;
+  std::vector<torch::Tensor> output_parameters() override { return {final_linear_->weight, final_linear_->bias}; }
 
  private:
   DitOptions options_;
   TimeEmbedding t_embedding_{nullptr}, h_embedding_{nullptr};
   ClassEmbedding class_embedding_{nullptr};
+  VectorEmbedding extra_embedding_{nullptr}, context_embedding_{nullptr};
   torch::nn::Conv2d patchify_{nullptr};
   torch::Tensor position_;  // buffer, 1 x tokens x width
   torch::nn::ModuleList blocks_;

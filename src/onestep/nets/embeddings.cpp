@@ -1,4 +1,5 @@
-// Sinusoidal time embeddings and class embeddings with a null label (see embeddings.h).
+// Sinusoidal time embeddings, class embeddings with a null label and vector embeddings
+// (see embeddings.h).
 #include "onestep/nets/embeddings.h"
 
 #include <cmath>
@@ -10,11 +11,21 @@ torch::Tensor sinusoidal_features(const torch::Tensor& t, const torch::Tensor& f
   return torch::cat({torch::cos(angles), torch::sin(angles)}, 1);
 }
 
-TimeEmbeddingImpl::TimeEmbeddingImpl(int64_t dim, double max_period, double time_scale)
-    : dim_(dim), time_scale_(time_scale) {
+const OptionSchema<TimeEmbeddingOptions>& TimeEmbeddingOptions::schema() {
+  static const auto schema =
+      OptionSchema<TimeEmbeddingOptions>("model")
+          .add("time_max_period", &TimeEmbeddingOptions::max_period, 1, 1e9,
+               "sinusoidal t and h embeddings use frequencies from 1 down to 1/time_max_period")
+          .add("time_scale", &TimeEmbeddingOptions::scale, 1e-6, 1e6,
+               "t and h are multiplied by this before embedding (1: raw t in [0,1]; 1000: diffusion convention)");
+  return schema;
+}
+
+TimeEmbeddingImpl::TimeEmbeddingImpl(int64_t dim, const TimeEmbeddingOptions& options)
+    : dim_(dim), time_scale_(options.scale) {
   const int64_t half = dim / 2;
   frequencies_ = register_buffer(
-      "frequencies", torch::exp(-std::log(max_period) * torch::arange(half, torch::kFloat) / static_cast<double>(half)));
+      "frequencies", torch::exp(-std::log(options.max_period) * torch::arange(half, torch::kFloat) / static_cast<double>(half)));
   fc1_ = register_module("fc1", torch::nn::Linear(2 * half, dim));
   fc2_ = register_module("fc2", torch::nn::Linear(dim, dim));
 }
@@ -31,5 +42,12 @@ torch::Tensor ClassEmbeddingImpl::forward(const torch::Tensor& c, int64_t batch,
   if (!c.defined()) return table_(torch::full({batch}, num_classes_, torch::TensorOptions().dtype(torch::kLong).device(device)));
   return table_(c);
 }
+
+VectorEmbeddingImpl::VectorEmbeddingImpl(int64_t in, int64_t dim) {
+  fc1_ = register_module("fc1", torch::nn::Linear(in, dim));
+  fc2_ = register_module("fc2", torch::nn::Linear(dim, dim));
+}
+
+torch::Tensor VectorEmbeddingImpl::forward(const torch::Tensor& x) { return fc2_(torch::silu(fc1_(x))); }
 
 }  // namespace onestep

@@ -1,6 +1,7 @@
 // Conditioning embeddings shared by the networks (spec §0): sinusoidal features of a time
-// (t or h) fed raw in [0, 1] and followed by a two-layer MLP, and a class embedding with one
-// extra row for the null label.
+// (t or h) fed raw in [0, 1] and followed by a two-layer MLP, a class embedding with one
+// extra row for the null label, and a two-layer MLP embedding of a vector of features (extra
+// scalar conditions such as a guidance scale, or a context vector).
 //
 // Frequencies: angle_k = time_scale * t * max_period^(-k/half), k = 0..half-1 (the diffusion
 // form). time_scale = 1 embeds raw t; diffusion code often uses 1000, which multiplies
@@ -9,11 +10,20 @@
 
 #include <torch/torch.h>
 
+#include "onestep/core/options.h"
+
 namespace onestep {
+
+// The time embedding's keys, shared by every network (model.time_max_period, model.time_scale).
+struct TimeEmbeddingOptions {
+  double max_period = 10000;
+  double scale = 1;
+  static const OptionSchema<TimeEmbeddingOptions>& schema();
+};
 
 class TimeEmbeddingImpl : public torch::nn::Module {
  public:
-  TimeEmbeddingImpl(int64_t dim, double max_period, double time_scale);
+  TimeEmbeddingImpl(int64_t dim, const TimeEmbeddingOptions& options);
   torch::Tensor forward(const torch::Tensor& t);  // B -> B x dim
 
  private:
@@ -38,5 +48,16 @@ class ClassEmbeddingImpl : public torch::nn::Module {
   torch::nn::Embedding table_{nullptr};
 };
 TORCH_MODULE(ClassEmbedding);
+
+// Linear -> SiLU -> Linear of a B x in vector into B x dim.
+class VectorEmbeddingImpl : public torch::nn::Module {
+ public:
+  VectorEmbeddingImpl(int64_t in, int64_t dim);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+};
+TORCH_MODULE(VectorEmbedding);
 
 }  // namespace onestep

@@ -1,98 +1,71 @@
-// Network registry: builds the network named by `model.name` from the config.
+// Network construction through the registry, output-layer initialisation and shared checks
+// (see network.h).
 #include "onestep/nets/network.h"
 
-#include <algorithm>
+#include <cmath>
 
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
-#include "onestep/nets/dit.h"
-#include "onestep/nets/mlp.h"
-#include "onestep/nets/unet.h"
 
 namespace onestep {
-
-std::vector<std::string> network_names() { return {"mlp", "unet", "dit"}; }
-
 namespace {
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw UserError("config: " + message);
+// The framework's default initialisation of a linear or conv layer (kaiming-uniform with
+// a = sqrt(5), bias uniform in +-1/sqrt(fan_in)).
+void default_init(torch::Tensor& weight, torch::Tensor& bias) {
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  const double fan_in = static_cast<double>(weight.numel() / weight.size(0));
+  const double bound = 1.0 / std::sqrt(fan_in);
+  if (bias.defined()) bias.uniform_(-bound, bound);
 }
 
-void require_image_shape(const NetSpec& spec, const std::string& name) {
-  require(spec.in_shape.size() == 3, "model.name = '" + name + "' needs image data (C x H x W); this data is " +
-                                         std::to_string(spec.in_shape.size()) + "-D per sample (use mlp)");
+// Rescales the output layer so that the output's standard deviation on standard normal inputs
+// (t = h = 0.5, null label, zero extra conditions and context) is `target`.
+void scale_output_to(NetworkImpl& net, double target) {
+  const NetSpec& spec = net.spec();
+  const int64_t n = 256;
+  std::vector<int64_t> shape = {n};
+  shape.insert(shape.end(), spec.in_shape.begin(), spec.in_shape.end());
+  auto gen = at::detail::createCPUGenerator(0);
+  NetInput probe{torch::randn(shape, gen), torch::full({n}, 0.5), torch::full({n}, 0.5)};
+  if (spec.num_extra > 0) probe.extra = torch::zeros({n, spec.num_extra});
+  if (spec.context_dim > 0) probe.context = torch::zeros({n, spec.context_dim});
+  const double std = net.forward(probe).std().item<double>();
+  if (!(std > 0)) return;
+  for (auto& p : net.output_parameters()) p.mul_(target / std);
 }
 
 }  // namespace
 
-Network make_network(const Config& config, const NetSpec& spec) {
-  const std::string& name = config.get_string("model.name");
-  if (name == "mlp") {
-    MlpOptions options;
-    options.width = config.get_int("model.width");
-    options.depth = config.get_int("model.depth");
-    options.emb_dim = config.get_int("model.emb_dim");
-    options.time_max_period = config.get_float("model.time_max_period");
-    options.time_scale = config.get_float("model.time_scale");
-    return std::make_shared<MlpImpl>(spec, options);
+Network make_network(const Config& config, const NetSpec& spec, double data_std) {
+  Network net = NetworkRegistry::instance().get("model", config.get_string("model.name"))(config, spec);
+  torch::NoGradGuard no_grad;
+  auto output = net->output_parameters();
+  switch (spec.output_init) {
+    case OutputInit::Network:
+      break;
+    case OutputInit::Zero:
+      for (auto& p : output) p.zero_();
+      break;
+    case OutputInit::Default:
+    case OutputInit::DataScale:
+      default_init(output[0], output[1]);
+      if (spec.output_init == OutputInit::DataScale) scale_output_to(*net, data_std);
+      break;
   }
-  if (name == "unet") {
-    require_image_shape(spec, name);
-    UnetOptions options;
-    options.channels = config.get_int("model.channels");
-    options.channel_mult = config.get_int_list("model.channel_mult");
-    options.num_res_blocks = config.get_int("model.num_res_blocks");
-    options.attention_resolutions = config.get_int_list("model.attention_resolutions");
-    options.emb_dim = config.get_int("model.emb_dim");
-    options.heads = config.get_int("model.heads");
-    options.time_max_period = config.get_float("model.time_max_period");
-    options.time_scale = config.get_float("model.time_scale");
-    for (const int64_t mult : options.channel_mult)
-      require((options.channels * mult) % options.heads == 0,
-              "model.channels x model.channel_mult (" + std::to_string(options.channels * mult) +
-                  ") must be divisible by model.heads = " + std::to_string(options.heads));
-    std::vector<int64_t> level_sizes = {spec.in_shape[1]};  // each level halves the height, rounding up
-    while (level_sizes.size() < options.channel_mult.size()) level_sizes.push_back((level_sizes.back() + 1) / 2);
-    for (const int64_t resolution : options.attention_resolutions) {
-      if (std::find(level_sizes.begin(), level_sizes.end(), resolution) != level_sizes.end()) continue;
-      std::string sizes;
-      for (const int64_t size : level_sizes) sizes += (sizes.empty() ? "" : ", ") + std::to_string(size);
-      require(false, "model.attention_resolutions: " + std::to_string(resolution) +
-                         " is not the size of a U-Net level; this data's levels are " + sizes);
-    }
-    return std::make_shared<UnetImpl>(spec, options);
-  }
-  if (name == "dit") {
-    require_image_shape(spec, name);
-    DitOptions options;
-    options.patch_size = config.get_int("model.patch_size");
-    options.width = config.get_int("model.width");
-    options.depth = config.get_int("model.depth");
-    options.heads = config.get_int("model.heads");
-    options.mlp_ratio = config.get_float("model.mlp_ratio");
-    options.norm = config.get_string("model.norm");
-    options.qk_norm = config.get_bool("model.qk_norm");
-    options.mod_norm = config.get_bool("model.mod_norm");
-    options.time_max_period = config.get_float("model.time_max_period");
-    options.time_scale = config.get_float("model.time_scale");
-    require(options.width % options.heads == 0 && options.width % 4 == 0,
-            "model.width = " + std::to_string(options.width) + " must be a multiple of 4 and of model.heads = " +
-                std::to_string(options.heads));
-    require(spec.in_shape[1] % options.patch_size == 0 && spec.in_shape[2] % options.patch_size == 0,
-            "model.patch_size = " + std::to_string(options.patch_size) + " must divide the image size " +
-                std::to_string(spec.in_shape[1]) + "x" + std::to_string(spec.in_shape[2]));
-    return std::make_shared<DitImpl>(spec, options);
-  }
-  std::string known;
-  for (const auto& n : network_names()) known += (known.empty() ? "" : ", ") + n;
-  throw UserError("config: key 'model.name' = '" + name + "': unknown network; known: " + known);
+  return net;
 }
 
-int64_t count_parameters(const NetworkImpl& net) {
+int64_t count_parameters(const torch::nn::Module& net) {
   int64_t count = 0;
   for (const auto& p : net.parameters()) count += p.numel();
   return count;
+}
+
+void require_image_shape(const NetSpec& spec, const std::string& network) {
+  if (spec.in_shape.size() != 3)
+    throw UserError("config: model.name = '" + network + "' needs image data (C x H x W); this data is " +
+                    std::to_string(spec.in_shape.size()) + "-D per sample (use mlp)");
 }
 
 }  // namespace onestep

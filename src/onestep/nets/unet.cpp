@@ -1,9 +1,11 @@
-// U-Net (see unet.h).
+// U-Net (see unet.h) and its registration.
 #include "onestep/nets/unet.h"
 
+#include "onestep/core/error.h"
 #include "onestep/nets/layers.h"
 
 #include <algorithm>
+#include <sstream>
 
 namespace onestep {
 namespace {
@@ -112,7 +114,61 @@ class UpsampleImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Upsample);
 
+[[maybe_unused]] const bool registered = NetworkRegistry::instance().add(
+    {"model", "unet", "", "U-Net for images (DDPM/ADM style)", UnetOptions::schema().keys()},
+    [](const Config& config, const NetSpec& spec) -> Network {
+      require_image_shape(spec, "unet");
+      const auto options = UnetOptions::schema().read(config);
+      for (const int64_t mult : options.channel_mult)
+        if ((options.channels * mult) % options.heads != 0)
+          throw UserError("config: model.channels x model.channel_mult (" + std::to_string(options.channels * mult) +
+                          ") must be divisible by model.heads = " + std::to_string(options.heads));
+      parse_attention_levels(options.attention_levels, static_cast<int64_t>(options.channel_mult.size()));
+      return std::make_shared<UnetImpl>(spec, options);
+    });
+
 }  // namespace
+
+const OptionSchema<UnetOptions>& UnetOptions::schema() {
+  static const auto schema =
+      OptionSchema<UnetOptions>("model")
+          .add("channels", &UnetOptions::channels, 1, 1 << 14, "unet: channels of the first level")
+          .add("channel_mult", &UnetOptions::channel_mult, 1, 64, "unet: channel multiplier per level")
+          .add("num_res_blocks", &UnetOptions::num_res_blocks, 1, 16, "unet: residual blocks per level")
+          .add("attention_levels", &UnetOptions::attention_levels, {},
+               "unet: levels whose blocks add self-attention: indices (0 = full size, each next level half) "
+               "and/or \"lowest\"; the middle block always has it")
+          .add("emb_dim", &UnetOptions::emb_dim, 2, 1 << 14, "unet: width of the t, h, class and extra embeddings")
+          .add("heads", &UnetOptions::heads, 1, 256, "unet: attention heads")
+          .include(&UnetOptions::time, TimeEmbeddingOptions::schema());
+  return schema;
+}
+
+std::vector<int64_t> parse_attention_levels(const std::string& text, int64_t levels) {
+  std::vector<int64_t> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (item.empty()) continue;
+    if (item == "lowest") {
+      out.push_back(levels - 1);
+      continue;
+    }
+    size_t used = 0;
+    int64_t level = -1;
+    try {
+      level = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || level < 0 || level >= levels)
+      throw UserError("config: model.attention_levels: '" + item + "' is not a level of this U-Net (0.." +
+                      std::to_string(levels - 1) + ", or \"lowest\")");
+    out.push_back(level);
+  }
+  return out;
+}
 
 UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImpl(spec) {
   TORCH_CHECK(spec.in_shape.size() == 3 && spec.out_shape.size() == 3, "unet: needs C x H x W input and output");
@@ -120,31 +176,32 @@ UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImp
               "unet: output must have the input's height and width");
   TORCH_CHECK(!options.channel_mult.empty() && options.num_res_blocks > 0, "unet: needs levels and res blocks");
   const int64_t emb_dim = options.emb_dim;
-  t_embedding_ = register_module("t_embedding", TimeEmbedding(emb_dim, options.time_max_period, options.time_scale));
-  h_embedding_ = register_module("h_embedding", TimeEmbedding(emb_dim, options.time_max_period, options.time_scale));
+  t_embedding_ = register_module("t_embedding", TimeEmbedding(emb_dim, options.time));
+  h_embedding_ = register_module("h_embedding", TimeEmbedding(emb_dim, options.time));
   if (spec.num_classes > 0) class_embedding_ = register_module("class_embedding", ClassEmbedding(spec.num_classes, emb_dim));
+  if (spec.num_extra > 0) extra_embedding_ = register_module("extra_embedding", VectorEmbedding(spec.num_extra, emb_dim));
+  if (spec.context_dim > 0)
+    context_embedding_ = register_module("context_embedding", VectorEmbedding(spec.context_dim, emb_dim));
 
-  const auto& attention_resolutions = options.attention_resolutions;
-  const auto attends = [&](int64_t resolution) {
-    return std::find(attention_resolutions.begin(), attention_resolutions.end(), resolution) != attention_resolutions.end();
-  };
   const int64_t levels = static_cast<int64_t>(options.channel_mult.size());
-  int64_t ch = options.channels, resolution = spec.in_shape[1];
+  const auto attention_levels = parse_attention_levels(options.attention_levels, levels);
+  const auto attends = [&](int64_t level) {
+    return std::find(attention_levels.begin(), attention_levels.end(), level) != attention_levels.end();
+  };
+  int64_t ch = options.channels;
   input_ = register_module("input", make_conv(spec.in_shape[0], ch, 3));
-  std::vector<int64_t> skip_channels = {ch}, level_resolution;
+  std::vector<int64_t> skip_channels = {ch};
   down_ = register_module("down", torch::nn::ModuleList());
   for (int64_t level = 0; level < levels; ++level) {
-    level_resolution.push_back(resolution);
     const int64_t out = options.channels * options.channel_mult[level];
     for (int64_t r = 0; r < options.num_res_blocks; ++r) {
-      down_->push_back(Stage(ch, out, emb_dim, attends(resolution), options.heads));
+      down_->push_back(Stage(ch, out, emb_dim, attends(level), options.heads));
       ch = out;
       skip_channels.push_back(ch);
     }
     if (level + 1 < levels) {
       down_->push_back(make_conv(ch, ch, 3, 2));
       skip_channels.push_back(ch);
-      resolution = (resolution + 1) / 2;
     }
   }
   middle_ = register_module("middle", torch::nn::ModuleList());
@@ -154,7 +211,7 @@ UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImp
   for (int64_t level = levels - 1; level >= 0; --level) {
     const int64_t out = options.channels * options.channel_mult[level];
     for (int64_t r = 0; r <= options.num_res_blocks; ++r) {
-      up_->push_back(Stage(ch + skip_channels.back(), out, emb_dim, attends(level_resolution[level]), options.heads));
+      up_->push_back(Stage(ch + skip_channels.back(), out, emb_dim, attends(level), options.heads));
       skip_channels.pop_back();
       ch = out;
     }
@@ -165,24 +222,31 @@ UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImp
   zero_init(output_);
 }
 
-torch::Tensor UnetImpl::forward(const torch::Tensor& z, const torch::Tensor& t, const torch::Tensor& h,
-                                const torch::Tensor& c) {
-  auto emb = t_embedding_(t) + h_embedding_(h);
-  if (class_embedding_) emb = emb + class_embedding_(c, z.size(0), z.device());
+torch::Tensor UnetImpl::forward(const NetInput& input) {
+  const auto& z = input.z;
+  auto emb = t_embedding_(input.t) + h_embedding_(input.h);
+  if (class_embedding_) emb = emb + class_embedding_(input.c, z.size(0), z.device());
+  if (extra_embedding_) emb = emb + extra_embedding_(input.extra);
+  if (context_embedding_) emb = emb + context_embedding_(input.context.reshape({z.size(0), -1}));
   auto x = input_(z);
   std::vector<torch::Tensor> skips = {x};
   for (const auto& module : *down_) {
     if (auto* stage = module->as<StageImpl>()) {
       x = stage->forward(x, emb);
+      note_activation(x);
     } else {
       x = module->as<torch::nn::Conv2dImpl>()->forward(x);
     }
     skips.push_back(x);
   }
-  for (const auto& module : *middle_) x = module->as<StageImpl>()->forward(x, emb);
+  for (const auto& module : *middle_) {
+    x = module->as<StageImpl>()->forward(x, emb);
+    note_activation(x);
+  }
   for (const auto& module : *up_) {
     if (auto* stage = module->as<StageImpl>()) {
       x = stage->forward(torch::cat({x, skips.back()}, 1), emb);
+      note_activation(x);
       skips.pop_back();
     } else {
       const auto& skip = skips.back();

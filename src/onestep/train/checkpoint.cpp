@@ -5,14 +5,63 @@
 #include <sstream>
 
 #include "onestep/core/error.h"
+#include "onestep/core/file_io.h"
+#include "onestep/core/sha256.h"
 #include "onestep/train/optimizer.h"
 
 namespace onestep {
 namespace {
 
-void add_network(SafetensorsFile& file, const NetworkImpl& net, const std::string& prefix) {
-  for (const auto& item : net.named_parameters()) file.tensors[prefix + "." + item.key()] = item.value().detach().cpu();
-  for (const auto& item : net.named_buffers()) file.tensors[prefix + "." + item.key()] = item.value().detach().cpu();
+void add_modules(SafetensorsFile& file, const ModuleSet& modules, const std::string& prefix) {
+  for (const auto& [name, module] : modules.items()) {
+    const std::string base = prefix + "." + name + ".";
+    for (const auto& item : module->named_parameters()) file.tensors[base + item.key()] = item.value().detach().cpu();
+    for (const auto& item : module->named_buffers()) file.tensors[base + item.key()] = item.value().detach().cpu();
+  }
+}
+
+// Loads tensors "<prefix><name>" of `tensors` into the module's parameters and buffers.
+void load_tensors(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& tensors,
+                  const std::string& prefix, const std::string& origin) {
+  torch::NoGradGuard no_grad;
+  const auto load = [&](const std::string& name, torch::Tensor& target) {
+    const auto it = tensors.find(prefix + name);
+    if (it == tensors.end()) throw UserError(origin + ": missing tensor '" + prefix + name + "'");
+    if (it->second.sizes() != target.sizes() || it->second.scalar_type() != target.scalar_type())
+      throw UserError(origin + ": tensor '" + prefix + name + "' is " +
+                      std::string(c10::toString(it->second.scalar_type())) + c10::str(it->second.sizes()) +
+                      ", the network expects " + std::string(c10::toString(target.scalar_type())) +
+                      c10::str(target.sizes()));
+    target.copy_(it->second);
+  };
+  for (auto& item : module.named_parameters()) load(item.key(), item.value());
+  for (auto& item : module.named_buffers()) load(item.key(), item.value());
+}
+
+// Format 1 held one network: its tensors move under the module "net", and the U-Net's
+// attention_resolutions (pixel sizes of levels) become attention_levels (level indices).
+void migrate_version_1(Checkpoint& checkpoint, const std::map<std::string, std::string>& old_keys) {
+  std::map<std::string, torch::Tensor> renamed;
+  for (auto& [name, tensor] : checkpoint.file.tensors) {
+    const auto dot = name.find('.');
+    const std::string prefix = name.substr(0, dot);
+    const bool moves = prefix == "model" || prefix == "ema" || prefix == "target_ema" ||
+                       (prefix == "optimizer" && name != "optimizer.step");
+    renamed[moves ? prefix + ".net." + name.substr(dot + 1) : name] = tensor;
+  }
+  checkpoint.file.tensors = std::move(renamed);
+  const auto old = old_keys.find("model.attention_resolutions");
+  if (old != old_keys.end() && !old->second.empty() && checkpoint.sample_shape.size() == 3) {
+    const auto levels = checkpoint.config.get_int_list("model.channel_mult").size();
+    std::vector<int64_t> sizes = {checkpoint.sample_shape[1]};
+    while (sizes.size() < levels) sizes.push_back((sizes.back() + 1) / 2);
+    std::string attention_levels;
+    std::stringstream in(old->second);
+    for (std::string item; std::getline(in, item, ',');)
+      for (size_t level = 0; level < sizes.size(); ++level)
+        if (sizes[level] == std::stoll(item)) attention_levels += (attention_levels.empty() ? "" : ",") + std::to_string(level);
+    checkpoint.config.set("model.attention_levels", attention_levels, checkpoint.path);
+  }
 }
 
 std::string to_hex(const torch::Tensor& bytes) {
@@ -52,9 +101,9 @@ const std::string& metadata(const Checkpoint& checkpoint, const std::string& key
 
 void save_checkpoint(const std::string& path, const CheckpointContents& contents) {
   SafetensorsFile file;
-  add_network(file, contents.model, "model");
-  add_network(file, contents.ema, "ema");
-  if (contents.target_ema) add_network(file, *contents.target_ema, "target_ema");
+  add_modules(file, contents.model, "model");
+  add_modules(file, contents.ema, "ema");
+  if (contents.target_ema) add_modules(file, *contents.target_ema, "target_ema");
   for (const auto& [name, tensor] : contents.optimizer.state()) file.tensors["optimizer." + name] = tensor.detach().cpu();
   file.metadata["format_version"] = std::to_string(kCheckpointFormatVersion);
   file.metadata["config"] = contents.config.to_toml();
@@ -74,10 +123,12 @@ Checkpoint read_checkpoint(const std::string& path) {
   if (!std::filesystem::exists(checkpoint.path)) throw UserError(checkpoint.path + ": checkpoint file not found");
   checkpoint.file = read_safetensors(checkpoint.path);
   const std::string version = metadata(checkpoint, "format_version");
-  if (version != std::to_string(kCheckpointFormatVersion))
-    throw UserError(checkpoint.path + ": checkpoint format_version " + version + ", this onestep reads version " +
+  if (version != std::to_string(kCheckpointFormatVersion) && version != "1")
+    throw UserError(checkpoint.path + ": checkpoint format_version " + version + ", this onestep reads versions 1 to " +
                     std::to_string(kCheckpointFormatVersion));
-  checkpoint.config.apply_toml(metadata(checkpoint, "config"), checkpoint.path + " (embedded config)");
+  std::map<std::string, std::string> old_keys;
+  checkpoint.config.apply_toml(metadata(checkpoint, "config"), checkpoint.path + " (embedded config)",
+                               version == "1" ? &old_keys : nullptr);
   const auto integer = [&](const std::string& key, const std::string& text) {
     size_t used = 0;
     int64_t value = -1;
@@ -95,24 +146,15 @@ Checkpoint read_checkpoint(const std::string& path) {
   std::stringstream shape(metadata(checkpoint, "sample_shape"));
   for (std::string item; std::getline(shape, item, ',');) checkpoint.sample_shape.push_back(integer("sample_shape", item));
   if (checkpoint.sample_shape.empty()) throw UserError(checkpoint.path + ": metadata 'sample_shape' is empty");
+  if (version == "1") migrate_version_1(checkpoint, old_keys);
+  checkpoint.config.drop_inapplicable_keys();
+  checkpoint.config.validate();
   return checkpoint;
 }
 
-void load_network(NetworkImpl& net, const Checkpoint& checkpoint, const std::string& prefix) {
-  torch::NoGradGuard no_grad;
-  const auto load = [&](const std::string& name, torch::Tensor& target) {
-    const auto it = checkpoint.file.tensors.find(prefix + "." + name);
-    if (it == checkpoint.file.tensors.end())
-      throw UserError(checkpoint.path + ": missing tensor '" + prefix + "." + name + "'");
-    if (it->second.sizes() != target.sizes() || it->second.scalar_type() != target.scalar_type())
-      throw UserError(checkpoint.path + ": tensor '" + prefix + "." + name + "' is " +
-                      std::string(c10::toString(it->second.scalar_type())) + c10::str(it->second.sizes()) +
-                      ", the network expects " + std::string(c10::toString(target.scalar_type())) +
-                      c10::str(target.sizes()));
-    target.copy_(it->second);
-  };
-  for (auto& item : net.named_parameters()) load(item.key(), item.value());
-  for (auto& item : net.named_buffers()) load(item.key(), item.value());
+void load_modules(ModuleSet& modules, const Checkpoint& checkpoint, const std::string& prefix) {
+  for (const auto& [name, module] : modules.items())
+    load_tensors(*module, checkpoint.file.tensors, prefix + "." + name + ".", checkpoint.path);
 }
 
 void load_training_state(Adam& optimizer, torch::Generator& gen, const Checkpoint& checkpoint) {
@@ -122,6 +164,20 @@ void load_training_state(Adam& optimizer, torch::Generator& gen, const Checkpoin
     if (name.rfind(prefix, 0) == 0) state[name.substr(prefix.size())] = tensor;
   optimizer.load_state(state, checkpoint.path);
   gen.set_state(from_hex(metadata(checkpoint, "rng_state"), checkpoint.path));
+}
+
+std::shared_ptr<torch::nn::Module> load_frozen_module(const FrozenModuleSpec& spec) {
+  if (!std::filesystem::exists(spec.path))
+    throw UserError(spec.path + ": weights of the frozen module '" + spec.name + "' not found");
+  const std::string hash = sha256_hex(read_file(spec.path));
+  if (hash != spec.sha256)
+    throw UserError(spec.path + ": SHA-256 " + hash + " differs from the expected " + spec.sha256 +
+                    " of the frozen module '" + spec.name + "'");
+  auto module = spec.build();
+  load_tensors(*module, read_safetensors(spec.path).tensors, "", spec.path);
+  for (auto& p : module->parameters()) p.set_requires_grad(false);
+  module->eval();
+  return module;
 }
 
 }  // namespace onestep

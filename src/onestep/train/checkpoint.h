@@ -1,7 +1,10 @@
-// Checkpoints (contract in README): one safetensors file with tensors under model.*, ema.*,
-// target_ema.* (methods with a target network) and optimizer.*, and __metadata__ holding
-// format_version, the resolved config as TOML, the step, the data's sample_shape and
-// num_classes, and the generator state (hex) needed for an exact resume. Written atomically; every load checks the version, names and shapes.
+// Checkpoints (contract in README): one safetensors file with tensors under
+// model.<module>.*, ema.<module>.*, target_ema.<module>.* (methods with a target network) and
+// optimizer.*, and __metadata__ holding format_version, the resolved config as TOML, the step,
+// the data's sample_shape and num_classes, and the generator state (hex) needed for an exact
+// resume. Written atomically; every load checks the version, names and shapes. Version 1
+// files (one network, tensors under model.*, U-Net attention named in pixels) are migrated
+// on reading. Also the loading of frozen modules, checked by hash.
 #pragma once
 
 #include <torch/torch.h>
@@ -10,11 +13,11 @@
 
 #include "onestep/core/config.h"
 #include "onestep/core/safetensors.h"
-#include "onestep/nets/network.h"
+#include "onestep/methods/method.h"
 
 namespace onestep {
 
-constexpr int kCheckpointFormatVersion = 1;
+constexpr int kCheckpointFormatVersion = 2;
 constexpr const char* kCheckpointFileName = "checkpoint.safetensors";
 
 class Adam;
@@ -24,9 +27,9 @@ struct CheckpointContents {
   int64_t step;
   const std::vector<int64_t>& sample_shape;  // one data sample, so sampling needs no data files
   int64_t num_classes;
-  const NetworkImpl& model;
-  const NetworkImpl& ema;
-  const NetworkImpl* target_ema;  // may be null
+  const ModuleSet& model;
+  const ModuleSet& ema;
+  const ModuleSet* target_ema;  // may be null
   const Adam& optimizer;
   const torch::Generator& gen;
 };
@@ -45,10 +48,16 @@ struct Checkpoint {
 // `path` is a checkpoint file or a run folder holding checkpoint.safetensors.
 Checkpoint read_checkpoint(const std::string& path);
 
-// Loads tensors "<prefix>.<name>" into the network's parameters and buffers; throws UserError
-// for a missing tensor or a shape mismatch.
-void load_network(NetworkImpl& net, const Checkpoint& checkpoint, const std::string& prefix);
+// Loads tensors "<prefix>.<module>.<name>" into the modules' parameters and buffers; throws
+// UserError for a missing tensor or a shape mismatch.
+void load_modules(ModuleSet& modules, const Checkpoint& checkpoint, const std::string& prefix);
 // Restores the optimizer and the generator state.
 void load_training_state(Adam& optimizer, torch::Generator& gen, const Checkpoint& checkpoint);
+
+// Builds a frozen module and loads its weights from spec.path (safetensors, tensor names as
+// the module's parameters and buffers) after checking the file's SHA-256; its parameters do
+// not require gradients. Throws UserError for a missing file, a hash mismatch or a missing or
+// misshapen tensor.
+std::shared_ptr<torch::nn::Module> load_frozen_module(const FrozenModuleSpec& spec);
 
 }  // namespace onestep

@@ -1,27 +1,27 @@
-// Exponential moving average of a network's weights, held in a shadow network of the same
+// Exponential moving average of a method's module weights, held in shadow modules of the same
 // architecture: shadow = decay * shadow + (1 - decay) * live after each step. Evaluation and
-// sampling use the EMA; TVM uses a second, fast one as its target network.
+// sampling use the EMA; methods with a target network (TVM) get a second, fast one.
 #pragma once
 
-#include "onestep/nets/network.h"
+#include "onestep/methods/method.h"
 
 namespace onestep {
 
 class Ema {
  public:
-  // `shadow` must have the architecture of the network it follows; it is set to `live`.
-  Ema(Network shadow, const NetworkImpl& live, double decay);
-  void update(const NetworkImpl& live);
-  NetworkImpl& net() { return *shadow_; }
-  const NetworkImpl& net() const { return *shadow_; }
+  // `shadow` must have the modules and architecture of `live`; it is set to `live`.
+  Ema(ModuleSet shadow, const ModuleSet& live, double decay);
+  void update(const ModuleSet& live);
+  ModuleSet& modules() { return shadow_; }
+  const ModuleSet& modules() const { return shadow_; }
   double decay() const { return decay_; }
 
  private:
-  Network shadow_;
+  ModuleSet shadow_;
   double decay_;
 };
 
 // Copies parameters and buffers of `from` into `to` (same architecture).
-void copy_weights(const NetworkImpl& from, NetworkImpl& to);
+void copy_weights(const torch::nn::Module& from, torch::nn::Module& to);
 
 }  // namespace onestep

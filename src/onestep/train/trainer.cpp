@@ -31,6 +31,13 @@ constexpr int64_t kPictureSamples = 2000;   // points per scatter panel
 constexpr int64_t kPictureImages = 64;      // images per grid
 constexpr int64_t kPictureImagesPerClass = 8;  // class-conditional grids: one row per class
 
+// The standard deviation of 1024 training samples drawn with a generator of their own (the
+// training stream stays untouched), for methods that scale their output layer to the data.
+double data_std(Dataset& dataset, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed + 1);
+  return dataset.train_batch(1024, gen).x.std().item<double>();
+}
+
 // Keeps only the metrics.jsonl records of steps <= `step` (a resumed run rewrites the rest).
 void truncate_metrics(const fs::path& path, int64_t step) {
   std::ifstream in(path);
@@ -59,8 +66,9 @@ class Trainer {
   torch::Device device_;
   std::unique_ptr<Dataset> dataset_;
   std::unique_ptr<Method> method_;
-  NetSpec spec_;
-  Network net_;
+  DataInfo data_info_;
+  ModuleSet modules_;
+  FrozenModules frozen_;
   std::unique_ptr<Ema> ema_, target_ema_;
   std::unique_ptr<Adam> optimizer_;
   LearningRateSchedule schedule_;
@@ -83,20 +91,25 @@ Trainer::Trainer(const TrainRequest& request)
   steps_ = config_.get_int("train.steps");
   batch_size_ = config_.get_int("train.batch_size");
   log_every_ = config_.get_int("train.log_every");
-  torch::manual_seed(static_cast<uint64_t>(config_.get_int("train.seed")));  // network initialisation
+  config_.validate();
+  const auto seed = static_cast<uint64_t>(config_.get_int("train.seed"));
+  torch::manual_seed(seed);  // module initialisation
   dataset_ = make_dataset(config_);
   method_ = make_method(config_);
-  spec_ = method_->net_spec(dataset_->sample_shape(), dataset_->num_classes());
-  net_ = make_network(config_, spec_);
-  net_->to(device_);
-  ema_ = std::make_unique<Ema>(make_network(config_, spec_), *net_, config_.get_float("train.ema_decay"));
-  ema_->net().to(device_);
+  data_info_ = {dataset_->sample_shape(), dataset_->num_classes(), data_std(*dataset_, seed)};
+  modules_ = method_->build_modules(config_, data_info_);
+  modules_.to(device_);
+  ema_ = std::make_unique<Ema>(method_->build_modules(config_, data_info_), modules_, config_.get_float("train.ema_decay"));
+  ema_->modules().to(device_);
   if (method_->target_ema_decay() > 0) {
-    target_ema_ = std::make_unique<Ema>(make_network(config_, spec_), *net_, method_->target_ema_decay());
-    target_ema_->net().to(device_);
+    target_ema_ = std::make_unique<Ema>(method_->build_modules(config_, data_info_), modules_, method_->target_ema_decay());
+    target_ema_->modules().to(device_);
   }
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : net_->named_parameters()) named.emplace_back(item.key(), item.value());
+  for (const auto& spec : method_->frozen_modules()) {
+    frozen_[spec.name] = load_frozen_module(spec);
+    frozen_[spec.name]->to(device_);
+  }
+  auto named = modules_.named_parameters();
   AdamOptions adam;
   adam.lr = config_.get_float("train.lr");
   adam.beta1 = config_.get_float("train.beta1");
@@ -109,9 +122,9 @@ Trainer::Trainer(const TrainRequest& request)
   const fs::path checkpoint_path = out_dir_ / kCheckpointFileName;
   if (request.resume) {
     const Checkpoint checkpoint = read_checkpoint(checkpoint_path.string());
-    load_network(*net_, checkpoint, "model");
-    load_network(ema_->net(), checkpoint, "ema");
-    if (target_ema_) load_network(target_ema_->net(), checkpoint, "target_ema");
+    load_modules(modules_, checkpoint, "model");
+    load_modules(ema_->modules(), checkpoint, "ema");
+    if (target_ema_) load_modules(target_ema_->modules(), checkpoint, "target_ema");
     load_training_state(*optimizer_, gen_, checkpoint);
     start_step_ = checkpoint.step;
     truncate_metrics(out_dir_ / "metrics.jsonl", start_step_);
@@ -125,16 +138,17 @@ Trainer::Trainer(const TrainRequest& request)
 }
 
 void Trainer::step_once(int64_t step) {
-  Batch batch = dataset_->train_batch(batch_size_, gen_);
+  Batch batch = method_->training_batch(*dataset_, batch_size_, gen_);
   batch.x = batch.x.to(device_);
   if (batch.y.defined()) batch.y = batch.y.to(device_);
-  const LossOutput out = method_->loss({*net_, target_ema_ ? &target_ema_->net() : nullptr, gen_}, batch);
+  const LossOutput out =
+      method_->loss({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, gen_}, batch);
   const double loss = out.loss.item<double>();
   double grad_norm = NAN;
   if (std::isfinite(loss)) {
     optimizer_->zero_grad();
     out.loss.backward();
-    grad_norm = clip_gradients(net_->parameters(), config_.get_float("train.grad_clip"));
+    grad_norm = clip_gradients(modules_.parameters(), config_.get_float("train.grad_clip"));
   }
   if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
     ++nonfinite_total_;
@@ -146,8 +160,8 @@ void Trainer::step_once(int64_t step) {
   }
   nonfinite_in_a_row_ = 0;
   optimizer_->step(schedule_.at(step));
-  ema_->update(*net_);
-  if (target_ema_) target_ema_->update(*net_);
+  ema_->update(modules_);
+  if (target_ema_) target_ema_->update(modules_);
   loss_sum_ += loss;
   grad_norm_sum_ += grad_norm;
   for (const auto& [name, value] : out.parts) part_sums_[name] += value.item<double>();
@@ -184,10 +198,12 @@ void Trainer::write_picture(int64_t step) {
   const int64_t count = labels.defined() ? labels.size(0) : reference.x.size(0);
   std::vector<std::pair<std::string, torch::Tensor>> panels;
   const bool use_ema = config_.get_bool("eval.use_ema");
-  for (const int64_t nfe : config_.get_int_list("eval.nfe")) {
-    auto samples = generate_samples(*method_, use_ema ? ema_->net() : *net_, dataset_->sample_shape(), count, labels,
-                                    nfe, static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
-    panels.emplace_back(method_->name() + ", " + std::to_string(nfe) + " NFE, step " + std::to_string(step),
+  for (const int64_t steps : config_.get_int_list("eval.nfe")) {
+    const SamplingPlan plan{steps};
+    auto samples = generate_samples(*method_, use_ema ? ema_->modules() : modules_, method_->noise_shape(data_info_),
+                                    count, labels, plan, static_cast<uint64_t>(config_.get_int("eval.seed")), device_);
+    panels.emplace_back(method_->name() + ", " + describe_nfe(method_->count_nfe(plan)) + ", step " +
+                            std::to_string(step),
                         std::move(samples));
   }
   const auto picture = render_sample_picture(reference.x, panels, columns);
@@ -199,7 +215,7 @@ void Trainer::write_picture(int64_t step) {
 }
 
 void Trainer::save(int64_t step) {
-  for (const auto& p : net_->parameters()) {
+  for (const auto& p : modules_.parameters()) {
     if (!torch::isfinite(p).all().item<bool>()) {
       std::fprintf(stderr, "warning: step %lld: non-finite weights; the checkpoint of an earlier step is kept\n",
                    static_cast<long long>(step));
@@ -207,18 +223,21 @@ void Trainer::save(int64_t step) {
     }
   }
   save_checkpoint((out_dir_ / kCheckpointFileName).string(),
-                  {config_, step, dataset_->sample_shape(), dataset_->num_classes(), *net_, ema_->net(),
-                   target_ema_ ? &target_ema_->net() : nullptr, *optimizer_, gen_});
+                  {config_, step, dataset_->sample_shape(), dataset_->num_classes(), modules_, ema_->modules(),
+                   target_ema_ ? &target_ema_->modules() : nullptr, *optimizer_, gen_});
 }
 
 void Trainer::run() {
-  std::printf("onestep train: %s on %s, network %s (%lld parameters), %s, %d threads\n", method_->name().c_str(),
-              dataset_->describe().c_str(), config_.get_string("model.name").c_str(),
-              static_cast<long long>(count_parameters(*net_)), device_.str().c_str(), at::get_num_threads());
+  std::string modules;
+  for (const auto& [name, module] : modules_.items())
+    modules += (modules.empty() ? "" : ", ") + name + " " + std::to_string(count_parameters(*module));
+  std::printf("onestep train: %s on %s, network %s (parameters: %s), %s, %d threads\n", method_->name().c_str(),
+              dataset_->describe().c_str(), config_.get_string("model.name").c_str(), modules.c_str(),
+              device_.str().c_str(), at::get_num_threads());
   std::printf("run folder: %s%s\n", out_dir_.string().c_str(),
               start_step_ > 0 ? (" (resumed at step " + std::to_string(start_step_) + ")").c_str() : "");
   std::fflush(stdout);
-  net_->train();
+  modules_.train(true);
   progress_.emplace(start_step_, steps_, log_every_);
   const int64_t sample_every = config_.get_int("train.sample_every");
   const int64_t ckpt_every = config_.get_int("train.ckpt_every");
@@ -238,7 +257,7 @@ void Trainer::run() {
     std::printf("no evaluation at the end of training: %s\n", unavailable.c_str());
   } else if (config_.get_bool("eval.at_end")) {
     const bool use_ema = config_.get_bool("eval.use_ema");
-    report = evaluate(*method_, use_ema ? ema_->net() : *net_, *dataset_, config_, device_);
+    report = evaluate(*method_, use_ema ? ema_->modules() : modules_, *dataset_, config_, device_);
     std::printf("evaluation against %lld held-out samples (%s weights):\n%s",
                 static_cast<long long>(config_.get_int("eval.num")), use_ema ? "EMA" : "raw",
                 format_eval_table(report).c_str());

@@ -1,0 +1,88 @@
+// The shared convention of spec §0 (see linear_path.h).
+#include "onestep/methods/linear_path.h"
+
+#include "onestep/core/config.h"
+
+#include <cmath>
+
+namespace onestep {
+
+const OptionSchema<TimeSampler>& TimeSampler::schema() {
+  static const auto schema =
+      OptionSchema<TimeSampler>("method")
+          .add("time_sampler", &TimeSampler::kind, {"logit-normal", "uniform"}, "distribution of t")
+          .add("time_mu", &TimeSampler::mu, -10, 10, "mean of the logit-normal time sampler")
+          .add("time_sigma", &TimeSampler::sigma, 1e-3, 10, "std of the logit-normal time sampler");
+  return schema;
+}
+
+torch::Tensor TimeSampler::draw(int64_t n, torch::Generator& gen) const {
+  if (kind == "uniform") return torch::rand({n}, gen);
+  return torch::sigmoid(torch::randn({n}, gen) * sigma + mu);
+}
+
+torch::Tensor TimeSampler::draw_below(const torch::Tensor& upper, torch::Generator& gen) const {
+  const auto u = torch::rand(upper.sizes(), gen);
+  if (kind == "uniform") return u * upper;
+  // logit(t) ~ N(mu, sigma): P(t <= upper) = Phi((logit(upper) - mu) / sigma); invert u * that.
+  const auto normal_cdf = [](const torch::Tensor& x) { return 0.5 * (1 + torch::erf(x / std::sqrt(2.0))); };
+  const auto bound = normal_cdf((torch::logit(upper.to(torch::kDouble)) - mu) / sigma);
+  const auto p = (u.to(torch::kDouble) * bound).clamp(1e-12, 1 - 1e-12);
+  const auto n = std::sqrt(2.0) * torch::erfinv(2 * p - 1);
+  return torch::minimum(torch::sigmoid(n * sigma + mu), upper.to(torch::kDouble)).to(torch::kFloat);
+}
+
+torch::Tensor draw_noise(torch::IntArrayRef shape, torch::Generator& gen, const torch::Device& device) {
+  return torch::randn(shape, gen).to(device);
+}
+
+torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& t) {
+  const auto tb = per_sample(t, x.dim());
+  return (1 - tb) * x + tb * e;
+}
+
+PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) {
+  const auto e = draw_noise(x.sizes(), gen, x.device());
+  return {t, e, interpolate(x, e, t), e - x};
+}
+
+const OptionSchema<LabelDropout>& LabelDropout::schema() {
+  static const auto schema = OptionSchema<LabelDropout>("method").add(
+      "label_dropout", &LabelDropout::p, 0, 1,
+      "probability of replacing the class by the null label (conditional data)");
+  return schema;
+}
+
+torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, double p, torch::Generator& gen) {
+  if (!labels.defined()) return labels;
+  const auto drop = (torch::rand({labels.size(0)}, gen) < p).to(labels.device());
+  return torch::where(drop, torch::full_like(labels, num_classes), labels);
+}
+
+std::pair<torch::Tensor, torch::Tensor> conditional_and_unconditional(NetworkImpl& net, const NetInput& input) {
+  const int64_t n = input.z.size(0);
+  const auto twice = [](const torch::Tensor& a) { return a.defined() ? torch::cat({a, a}) : a; };
+  const auto null = torch::full({n}, net.null_label(), torch::TensorOptions().dtype(torch::kLong).device(input.z.device()));
+  const auto both = net.forward({twice(input.z), twice(input.t), twice(input.h), torch::cat({input.c, null}),
+                                 twice(input.extra), twice(input.context)});
+  return {both.slice(0, 0, n), both.slice(0, n, 2 * n)};
+}
+
+std::vector<double> uniform_time_grid(int64_t steps) {
+  std::vector<double> grid(steps + 1);
+  for (int64_t i = 0; i <= steps; ++i) grid[i] = 1.0 - static_cast<double>(i) / static_cast<double>(steps);
+  grid[steps] = 0.0;
+  return grid;
+}
+
+torch::Tensor per_sample(const torch::Tensor& value, int64_t rank) {
+  std::vector<int64_t> shape(rank, 1);
+  shape[0] = value.size(0);
+  return value.reshape(shape);
+}
+
+torch::Tensor filled(int64_t n, double value, const torch::Tensor& like) {
+  return torch::full({n}, value, torch::TensorOptions().dtype(like.dtype()).device(like.device()));
+}
+
+}  // namespace onestep

@@ -1,0 +1,68 @@
+// Spec §0, the convention every method shares, in one place: time samplers (uniform,
+// logit-normal), noise, the linear path z_t = (1 - t) x + t e with its conditional velocity
+// v_t = e - x, label dropout with the null label, the CFG double batch, the uniform sample
+// grid 1 = t_0 > ... > t_k = 0, and per-sample broadcasting. Every random draw goes through
+// the caller's CPU generator (tensors then move to the data's device), so runs are repeatable.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "onestep/core/options.h"
+#include "onestep/nets/network.h"
+
+namespace onestep {
+
+// `uniform`: t ~ U(0, 1); `logit-normal`: t = sigmoid(n), n ~ N(mu, sigma).
+struct TimeSampler {
+  std::string kind = "logit-normal";
+  double mu = -0.4;
+  double sigma = 1.0;
+  // Keys method.time_sampler, method.time_mu, method.time_sigma.
+  static const OptionSchema<TimeSampler>& schema();
+  // n draws (CPU, float32) with `gen`.
+  torch::Tensor draw(int64_t n, torch::Generator& gen) const;
+  // One draw per entry of `upper` (CPU, in (0, 1]) from the distribution truncated to
+  // [0, upper], by the inverse CDF (exact, no rejection).
+  torch::Tensor draw_below(const torch::Tensor& upper, torch::Generator& gen) const;
+};
+
+// Standard normal noise of `shape` drawn with `gen` (CPU) and moved to `device`.
+torch::Tensor draw_noise(torch::IntArrayRef shape, torch::Generator& gen, const torch::Device& device);
+
+// One point on the path per sample: times t (B), noise e, z_t = (1 - t) x + t e, v_t = e - x.
+struct PathPoint {
+  torch::Tensor t, e, z_t, v_t;
+};
+// Draws e with `gen` and forms z_t and v_t for data x at times t (B, on x's device).
+PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen);
+// z_t = (1 - t) x + t e, with t per sample.
+torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& t);
+
+// Label dropout for CFG training (key method.label_dropout).
+struct LabelDropout {
+  double p = 0.1;
+  static const OptionSchema<LabelDropout>& schema();
+};
+
+// Replaces each label by the null label `num_classes` with probability `p` (CFG training).
+// Returns undefined for undefined labels.
+torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, double p, torch::Generator& gen);
+
+// The CFG double batch: one network call on the input twice, with the labels and with the null
+// label; returns (conditional, unconditional) outputs.
+std::pair<torch::Tensor, torch::Tensor> conditional_and_unconditional(NetworkImpl& net, const NetInput& input);
+
+// The sample grid 1 = t_0 > t_1 > ... > t_k = 0 (uniform), as a std::vector.
+std::vector<double> uniform_time_grid(int64_t steps);
+
+// `value` (B) reshaped to broadcast against a tensor of rank `rank` (B x 1 x ...).
+torch::Tensor per_sample(const torch::Tensor& value, int64_t rank);
+
+// B copies of a scalar on the device and dtype of `like`.
+torch::Tensor filled(int64_t n, double value, const torch::Tensor& like);
+
+}  // namespace onestep

@@ -1,0 +1,299 @@
+// Every registered network (the registry drives this file: a new network is covered without
+// editing it), with the generalised input of spec §0 (z, t, h, class, extra conditions,
+// context): output shapes on 8x8, 28x28 and 32x32 data; forward-mode JVPs along every
+// continuous input against central finite differences (float64, relative error < 1e-6) and
+// against the double-backward JVP; the gradient through the tangent agrees between the two
+// modes; parameter gradients exist and are finite; an undefined label is the null label; the
+// output initialisations (zero, scaled to the data). Also the registry's checks of options
+// against the data's shape, and the plain-function JVP. Zero-initialised layers (adaLN-zero,
+// residual output convs) are filled with small random values first, so that every weight
+// influences the output.
+#include <gtest/gtest.h>
+
+#include "onestep/core/config.h"
+#include "onestep/core/registry.h"
+#include "onestep/methods/jvp.h"
+#include "onestep/nets/network.h"
+#include "test_support.h"
+
+#include <string>
+
+using namespace onestep;
+using onestep::testing_support::contains;
+using onestep::testing_support::user_error_message;
+
+namespace {
+
+// Small sizes for whichever of these keys a network declares; other keys keep their defaults.
+const std::vector<std::pair<std::string, std::string>> kSmall = {
+    {"model.width", "32"},    {"model.depth", "2"},          {"model.emb_dim", "16"},
+    {"model.channels", "8"},  {"model.channel_mult", "1,2"}, {"model.num_res_blocks", "1"},
+    {"model.heads", "4"},     {"model.mlp_ratio", "2"},      {"model.attention_levels", "lowest"}};
+
+// A variant of a registered network: its name and extra overrides.
+struct Variant {
+  std::string network;
+  std::vector<std::string> overrides;
+  std::string label() const {
+    std::string out = network;
+    for (const auto& o : overrides) out += " " + o;
+    return out;
+  }
+};
+
+// Every registered network, plus the Lipschitz-minded DiT options where the DiT exists.
+std::vector<Variant> variants() {
+  std::vector<Variant> out;
+  for (const auto* info : components("model")) {
+    out.push_back({info->name, {}});
+    const auto has = [&](const std::string& key) {
+      for (const auto& spec : info->keys)
+        if (spec.key == key) return true;
+      return false;
+    };
+    if (has("model.qk_norm")) out.push_back({info->name, {"model.norm=rmsnorm", "model.qk_norm=true", "model.mod_norm=true"}});
+  }
+  return out;
+}
+
+Config config_of(const Variant& variant) {
+  Config config;
+  config.apply_override("model.name=" + variant.network);
+  const auto keys = config.keys();
+  for (const auto& [key, value] : kSmall)
+    for (const auto& spec : keys)
+      if (spec.key == key) config.apply_override(key + "=" + value);
+  for (const auto& o : variant.overrides) config.apply_override(o);
+  return config;
+}
+
+// A float64 network whose all-zero parameters are refilled with small random values.
+Network make_net(const Variant& variant, const NetSpec& spec, bool refill = true) {
+  torch::manual_seed(7);
+  auto net = make_network(config_of(variant), spec);
+  net->to(torch::kDouble);
+  torch::NoGradGuard no_grad;
+  if (refill)
+    for (auto& p : net->parameters())
+      if (p.abs().max().item<double>() == 0) p.normal_(0, 0.2);
+  return net;
+}
+
+NetSpec spec_of(const std::vector<int64_t>& shape, int64_t classes, int64_t extra = 0, int64_t context = 0) {
+  NetSpec spec;
+  spec.in_shape = spec.out_shape = shape;
+  spec.num_classes = classes;
+  spec.num_extra = extra;
+  spec.context_dim = context;
+  return spec;
+}
+
+// Inputs and random tangents on every continuous field.
+struct Inputs {
+  NetInput value, tangent;
+};
+
+Inputs make_inputs(const NetSpec& spec, int64_t batch) {
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  std::vector<int64_t> shape = {batch};
+  shape.insert(shape.end(), spec.in_shape.begin(), spec.in_shape.end());
+  Inputs in;
+  in.value.z = torch::randn(shape, opts);
+  in.value.t = torch::rand({batch}, opts);
+  in.value.h = in.value.t * torch::rand({batch}, opts);
+  if (spec.num_classes > 0) in.value.c = torch::arange(batch, torch::kLong) % (spec.num_classes + 1);  // with null
+  in.tangent = {torch::randn(shape, opts), torch::randn({batch}, opts), torch::randn({batch}, opts)};
+  if (spec.num_extra > 0) {
+    in.value.extra = 1 + torch::rand({batch, spec.num_extra}, opts);
+    in.tangent.extra = torch::randn({batch, spec.num_extra}, opts);
+  }
+  if (spec.context_dim > 0) {
+    in.value.context = torch::randn({batch, spec.context_dim}, opts);
+    in.tangent.context = torch::randn({batch, spec.context_dim}, opts);
+  }
+  return in;
+}
+
+// input + eps * tangent on every field that has a tangent.
+NetInput moved(const Inputs& in, double eps) {
+  NetInput out = in.value;
+  for (auto field : {&NetInput::z, &NetInput::t, &NetInput::h, &NetInput::extra, &NetInput::context})
+    if ((in.tangent.*field).defined()) out.*field = in.value.*field + eps * in.tangent.*field;
+  return out;
+}
+
+void check_jvp(const Variant& variant, const NetSpec& spec) {
+  SCOPED_TRACE(variant.label() + " classes=" + std::to_string(spec.num_classes) + " extra=" +
+               std::to_string(spec.num_extra) + " context=" + std::to_string(spec.context_dim));
+  const auto net = make_net(variant, spec);
+  const auto in = make_inputs(spec, 4);
+  const auto [out, tangent] = network_jvp(*net, in.value, in.tangent, JvpMode::Forward, false);
+  std::vector<int64_t> shape = {4};
+  shape.insert(shape.end(), spec.out_shape.begin(), spec.out_shape.end());
+  EXPECT_EQ(out.sizes().vec(), shape);
+  EXPECT_EQ(tangent.sizes().vec(), shape);
+
+  const double eps = 1e-6;
+  torch::Tensor fd;
+  {
+    torch::NoGradGuard no_grad;
+    fd = (net->forward(moved(in, eps)) - net->forward(moved(in, -eps))) / (2 * eps);
+  }
+  EXPECT_LT(((tangent - fd).norm() / fd.norm()).item<double>(), 1e-6);
+
+  const auto [out_db, tangent_db] = network_jvp(*net, in.value, in.tangent, JvpMode::DoubleBackward, false);
+  EXPECT_TRUE(torch::allclose(tangent_db, tangent, 1e-9, 1e-11)) << (tangent_db - tangent).abs().max();
+  EXPECT_TRUE(torch::allclose(out_db.detach(), out.detach(), 0, 1e-12));
+
+  if (spec.num_classes > 0) {  // an undefined label means the null label
+    torch::NoGradGuard no_grad;
+    NetInput unlabelled = in.value, null = in.value;
+    unlabelled.c = torch::Tensor();
+    null.c = torch::full({4}, spec.num_classes, torch::kLong);
+    EXPECT_TRUE(torch::allclose(net->forward(unlabelled), net->forward(null)));
+  }
+}
+
+}  // namespace
+
+TEST(Networks, EveryRegisteredNetworkIsCovered) {
+  EXPECT_GE(components("model").size(), 3u);
+  for (const auto& variant : variants()) EXPECT_FALSE(config_of(variant).keys().empty());
+}
+
+TEST(Networks, OutputShapesForSmallFashionMnistAndCifarSizes) {
+  for (const auto& variant : variants()) {
+    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{1, 8, 8}, {1, 28, 28}, {3, 32, 32}}) {
+      const auto spec = spec_of(shape, 10);
+      const auto net = make_net(variant, spec);
+      const auto in = make_inputs(spec, 2);
+      torch::NoGradGuard no_grad;
+      const std::vector<int64_t> expected = {2, shape[0], shape[1], shape[2]};
+      EXPECT_EQ(net->forward(in.value).sizes().vec(), expected) << variant.label();
+    }
+  }
+}
+
+TEST(Networks, ForwardJvpMatchesFiniteDifferencesAndDoubleBackward) {
+  for (const auto& variant : variants()) {
+    check_jvp(variant, spec_of({1, 8, 8}, 0));
+    check_jvp(variant, spec_of({3, 8, 8}, 3));
+    check_jvp(variant, spec_of({1, 8, 8}, 3, /*extra=*/2, /*context=*/5));
+  }
+}
+
+TEST(Networks, PointNetworksTakePointData) {
+  for (const auto& variant : variants()) {
+    Config config = config_of(variant);
+    const auto spec = spec_of({3}, 3, 1, 2);
+    try {
+      make_network(config, spec);
+    } catch (const UserError& e) {
+      EXPECT_TRUE(contains(e.what(), "needs image data")) << variant.label() << ": " << e.what();
+      continue;
+    }
+    check_jvp(variant, spec);
+  }
+}
+
+TEST(Networks, ParameterGradientsAreDefinedAndFinite) {
+  const auto spec = spec_of({3, 8, 8}, 3, 1, 2);
+  for (const auto& variant : variants()) {
+    for (const bool refill : {false, true}) {
+      auto net = make_net(variant, spec, refill);
+      const auto in = make_inputs(spec, 4);
+      (net->forward(in.value) - in.value.z).square().mean().backward();
+      double total = 0;
+      for (const auto& item : net->named_parameters()) {
+        const auto& p = item.value();
+        ASSERT_TRUE(p.grad().defined()) << variant.label() << " " << item.key();
+        EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>()) << variant.label() << " " << item.key();
+        if (refill) EXPECT_GT(p.grad().abs().max().item<double>(), 0) << variant.label() << " " << item.key();
+        total += p.grad().abs().sum().item<double>();
+      }
+      EXPECT_GT(total, 0) << variant.label();
+    }
+  }
+}
+
+TEST(Networks, GradientThroughTheTangentAgreesBetweenModes) {
+  const auto spec = spec_of({1, 8, 8}, 3, 1, 2);
+  for (const auto& variant : variants()) {
+    const auto net = make_net(variant, spec);
+    const auto in = make_inputs(spec, 2);
+    std::vector<torch::Tensor> grads[2];
+    const JvpMode modes[2] = {JvpMode::Forward, JvpMode::DoubleBackward};
+    for (int m = 0; m < 2; ++m) {
+      const auto [out, tangent] = network_jvp(*net, in.value, in.tangent, modes[m], /*create_graph=*/true);
+      grads[m] = torch::autograd::grad({(out * tangent).sum()}, net->parameters());
+    }
+    for (size_t i = 0; i < grads[0].size(); ++i)
+      EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 1e-8, 1e-10)) << variant.label() << " parameter " << i;
+  }
+}
+
+TEST(Networks, OutputInitialisationZeroAndDataScale) {
+  for (const auto& variant : variants()) {
+    for (const auto& shape : {std::vector<int64_t>{2}, std::vector<int64_t>{1, 8, 8}}) {
+      auto spec = spec_of(shape, 0);
+      Config config = config_of(variant);
+      spec.output_init = OutputInit::Zero;
+      Network net;
+      try {
+        net = make_network(config, spec);
+      } catch (const UserError&) {
+        continue;  // an image network on points
+      }
+      const auto in = make_inputs(spec, 64);
+      torch::NoGradGuard no_grad;
+      EXPECT_EQ(net->forward({in.value.z.to(torch::kFloat), in.value.t.to(torch::kFloat), in.value.h.to(torch::kFloat)})
+                    .abs()
+                    .max()
+                    .item<double>(),
+                0)
+          << variant.label();
+      // Scaled to the data: the output's standard deviation on noise at initialisation.
+      spec.output_init = OutputInit::DataScale;
+      for (const double data_std : {0.1, 2.5}) {
+        torch::manual_seed(3);
+        net = make_network(config, spec, data_std);
+        std::vector<int64_t> batch_shape = {512};
+        batch_shape.insert(batch_shape.end(), shape.begin(), shape.end());
+        const auto z = torch::randn(batch_shape);
+        const auto out = net->forward({z, torch::full({512}, 0.5), torch::full({512}, 0.5)});
+        EXPECT_NEAR(out.std().item<double>() / data_std, 1.0, 0.15) << variant.label() << " std " << data_std;
+      }
+    }
+  }
+}
+
+TEST(Networks, RegistryRejectsOptionsThatDoNotFitTheData) {
+  const auto message = [](const std::vector<std::string>& overrides, const std::vector<int64_t>& shape) {
+    Config config;
+    for (const auto& assignment : overrides) config.apply_override(assignment);
+    return user_error_message([&] { make_network(config, spec_of(shape, 0)); });
+  };
+  const std::vector<int64_t> fmnist = {1, 28, 28};
+  const std::string attention = message({"model.name=unet", "model.channel_mult=1,2,2", "model.attention_levels=3"}, fmnist);
+  EXPECT_TRUE(contains(attention, "model.attention_levels: '3'")) << attention;
+  EXPECT_TRUE(contains(attention, "0..2")) << attention;
+  EXPECT_TRUE(contains(message({"model.name=unet", "model.attention_levels=top"}, fmnist), "'top'"));
+  EXPECT_TRUE(contains(message({"model.name=unet", "model.channels=30", "model.heads=4"}, fmnist), "model.heads"));
+  EXPECT_TRUE(contains(message({"model.name=dit", "model.patch_size=3"}, {1, 32, 32}), "model.patch_size = 3"));
+  EXPECT_TRUE(contains(message({"model.name=unet"}, {2}), "needs image data"));
+  // Levels are relative to the network, so one config fits every image size.
+  for (const auto& shape : {fmnist, std::vector<int64_t>{3, 16, 16}, std::vector<int64_t>{3, 32, 32}}) {
+    Config config;
+    for (const char* o : {"model.name=unet", "model.channels=8", "model.attention_levels=1,lowest"}) config.apply_override(o);
+    EXPECT_NO_THROW(make_network(config, spec_of(shape, 0)));
+  }
+}
+
+TEST(Jvp, UnusedInputGivesZeroTangent) {
+  const TensorFunction f = [](const std::vector<torch::Tensor>& in) { return in[0] * 2; };
+  const auto x = torch::randn({3}, torch::kDouble), y = torch::randn({3}, torch::kDouble);
+  for (const auto mode : {JvpMode::Forward, JvpMode::DoubleBackward}) {
+    const auto [out, tangent] = jvp(f, {x, y}, {torch::zeros_like(x), torch::ones_like(y)}, mode, false);
+    EXPECT_TRUE(torch::equal(tangent, torch::zeros_like(x)));
+  }
+}
