@@ -3,13 +3,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "onestep/core/error.h"
 #include "onestep/core/progress.h"
 #include "onestep/eval/evaluator.h"
+#include "onestep/eval/feature_metrics.h"
 #include "onestep/eval/image_metrics.h"
 #include "onestep/eval/point_metrics.h"
 
@@ -34,13 +37,25 @@ torch::Tensor generate_samples(Method& method, NetworkImpl& net, const std::vect
 
 namespace {
 
-EvalRow score_points(int64_t nfe, const torch::Tensor& samples, const torch::Tensor& reference, double bandwidth) {
+// The point metrics of `samples` against the held-out `reference` (rows of float64), whose
+// labels (undefined for unlabelled data) give the modes of `coverage`.
+EvalRow score_points(int64_t nfe, const torch::Tensor& samples, const torch::Tensor& reference,
+                     const torch::Tensor& reference_labels, double bandwidth) {
   const auto points = samples.reshape({samples.size(0), -1}).to(torch::kDouble);
+  if (std::min(points.size(0), reference.size(0)) <= kPrecisionRecallNeighbours)
+    throw UserError("point metrics need at least " + std::to_string(kPrecisionRecallNeighbours + 1) +
+                    " samples and held-out samples (precision and recall use k = " +
+                    std::to_string(kPrecisionRecallNeighbours) + " neighbours); raise eval.num");
+  const PrecisionRecall pr = precision_recall(reference, points, kPrecisionRecallNeighbours);
   EvalRow row;
   row.nfe = nfe;
   row.metrics = {{"energy_distance", energy_distance(points, reference)},
                  {"sliced_w2", sliced_w2(points, reference)},
-                 {"mmd_rbf", mmd_rbf(points, reference, bandwidth)}};
+                 {"mmd_rbf", mmd_rbf(points, reference, bandwidth)},
+                 {"w2", exact_w2(points, reference)},
+                 {"precision", pr.precision},
+                 {"recall", pr.recall}};
+  if (reference_labels.defined()) row.metrics.emplace_back("coverage", mode_coverage(points, reference, reference_labels));
   return row;
 }
 
@@ -102,7 +117,7 @@ EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Co
     for (const int64_t nfe : nfes) {
       const NfeProgress progress(nfe, count);
       const auto samples = generate_samples(method, net, dataset.sample_shape(), count, reference.y, nfe, seed, device);
-      report.rows.push_back(score_points(nfe, samples, ref_points, bandwidth));
+      report.rows.push_back(score_points(nfe, samples, ref_points, reference.y, bandwidth));
     }
     report.floor = reference_floor(dataset, num);
     return report;
@@ -130,10 +145,11 @@ EvalReport evaluate(Method& method, NetworkImpl& net, Dataset& dataset, const Co
 }
 
 std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num) {
-  const auto all = dataset.heldout(2 * num).x;
-  if (all.size(0) < 2 * num) return std::nullopt;
-  const auto reference = all.slice(0, 0, num).reshape({num, -1}).to(torch::kDouble);
-  return score_points(0, all.slice(0, num, 2 * num), reference, median_distance(reference));
+  const Batch all = dataset.heldout(2 * num);
+  if (all.x.size(0) < 2 * num) return std::nullopt;
+  const auto reference = all.x.slice(0, 0, num).reshape({num, -1}).to(torch::kDouble);
+  const auto labels = all.y.defined() ? all.y.slice(0, 0, num) : torch::Tensor();
+  return score_points(0, all.x.slice(0, num, 2 * num), reference, labels, median_distance(reference));
 }
 
 std::string format_eval_table(const EvalReport& report) {
@@ -144,8 +160,11 @@ std::string format_eval_table(const EvalReport& report) {
   char cell[64];
   std::snprintf(cell, sizeof(cell), "%6s", "nfe");
   out += cell;
+  // Each column as wide as its name, at least 10 characters (a value printed as %.6f below 1000).
+  std::vector<int> widths;
   for (const auto& [name, value] : rows.front().metrics) {
-    std::snprintf(cell, sizeof(cell), "  %16s", name.c_str());
+    widths.push_back(std::max(10, static_cast<int>(name.size())));
+    std::snprintf(cell, sizeof(cell), "  %*s", widths.back(), name.c_str());
     out += cell;
   }
   out += "\n";
@@ -158,8 +177,8 @@ std::string format_eval_table(const EvalReport& report) {
       std::snprintf(cell, sizeof(cell), "%6s", "data");
     }
     out += cell;
-    for (const auto& [name, value] : row.metrics) {
-      std::snprintf(cell, sizeof(cell), "  %16.6f", value);
+    for (size_t i = 0; i < row.metrics.size(); ++i) {
+      std::snprintf(cell, sizeof(cell), "  %*.6f", i < widths.size() ? widths[i] : 10, row.metrics[i].second);
       out += cell;
     }
     out += "\n";
