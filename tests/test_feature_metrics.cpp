@@ -1,6 +1,7 @@
 // Tests for the feature-set metrics in eval/feature_metrics: the Frechet distance against a
 // Denman-Beavers matrix square root of S1 S2 and the closed form for diagonal covariances, KID
-// and k-NN precision/recall against plain nested-loop float64 references, and sanity
+// and k-NN precision/recall (also on 4000 x 4000 2-D points with duplicates, as the point
+// metrics use it) against plain nested-loop float64 references, and sanity
 // properties (self-distance, symmetry, shifts, same vs different distributions, mode collapse).
 #include "onestep/eval/feature_metrics.h"
 
@@ -106,7 +107,7 @@ std::vector<double> ref_radii(const Points& p, int64_t k) {
     for (size_t j = 0; j < p.size(); ++j) {
       if (j != i) d.push_back(dist(p[i], p[j]));
     }
-    std::sort(d.begin(), d.end());
+    std::nth_element(d.begin(), d.begin() + (k - 1), d.end());
     radii.push_back(d[k - 1]);
   }
   return radii;
@@ -254,6 +255,24 @@ TEST(FeatureMetrics, PrecisionRecallMatchLoopReferenceAcrossRowBlocks) {
   const PrecisionRecall got = precision_recall(real, fake, 3);
   EXPECT_DOUBLE_EQ(got.precision, ref_coverage(pf, pr, ref_radii(pr, 3)));
   EXPECT_DOUBLE_EQ(got.recall, ref_coverage(pr, pf, ref_radii(pf, 3)));
+}
+
+TEST(FeatureMetrics, PrecisionRecallOf4000By4000PointsMatchLoopReference) {
+  // Point data as `eval` scores it: 4000 2-D rows per set (four row blocks), with duplicates: 100
+  // real rows appear four times (k = 3 radius 0) and 50 fakes are exact copies of them, which a
+  // closed ball of radius 0 holds.
+  torch::Tensor real = randn(4000, 2, 65);
+  for (int64_t copy = 1; copy <= 3; ++copy) real.narrow(0, 100 * copy, 100).copy_(real.narrow(0, 0, 100));
+  torch::Tensor fake = randn(4000, 2, 66) * 1.1 + 0.1;
+  fake.narrow(0, 0, 50).copy_(real.narrow(0, 0, 50));
+  const Points pr = to_points(real);
+  const Points pf = to_points(fake);
+  const PrecisionRecall got = precision_recall(real, fake, 3);
+  EXPECT_DOUBLE_EQ(got.precision, ref_coverage(pf, pr, ref_radii(pr, 3)));
+  EXPECT_DOUBLE_EQ(got.recall, ref_coverage(pr, pf, ref_radii(pf, 3)));
+  // Exact copies of real rows lie in the real manifold (at distance 0 of their own row).
+  const PrecisionRecall copies = precision_recall(real, fake.narrow(0, 0, 50).repeat({2, 1}).contiguous(), 3);
+  EXPECT_EQ(copies.precision, 1.0);
 }
 
 TEST(FeatureMetrics, PrecisionRecallLimitingCases) {

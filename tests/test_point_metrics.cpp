@@ -1,6 +1,8 @@
 // Tests for the point-set distances in eval/point_metrics: plain nested-loop float64 references
-// on small sets, closed forms for 1-D Gaussians on large samples, and sanity properties
-// (symmetry, shift behaviour, seeding, argument checks).
+// on small sets, closed forms for 1-D Gaussians on large samples, exact W2 against all
+// permutations, the sorted matching in 1-D and shifted copies, nearest-label assignment and mode
+// coverage against loops and hand-counted cases, and sanity properties (symmetry, shift
+// behaviour, seeding, argument checks).
 #include "onestep/eval/point_metrics.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -9,6 +11,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <numeric>
 #include <stdexcept>
 #include <vector>
 
@@ -282,6 +286,120 @@ TEST(PointMetrics, SlicedW2IsDeterministicPerSeed) {
   EXPECT_NE(sliced_w2(x, y, 32, 9), sliced_w2(x, y, 32, 10));
 }
 
+// sqrt of the least mean squared distance over all one-to-one matchings (n <= 8).
+double ref_exact_w2(const Points& x, const Points& y) {
+  std::vector<size_t> perm(x.size());
+  std::iota(perm.begin(), perm.end(), 0);
+  double best = std::numeric_limits<double>::infinity();
+  do {
+    double total = 0.0;
+    for (size_t i = 0; i < x.size(); ++i) total += dist(x[i], y[perm[i]]) * dist(x[i], y[perm[i]]);
+    best = std::min(best, total);
+  } while (std::next_permutation(perm.begin(), perm.end()));
+  return std::sqrt(best / x.size());
+}
+
+// W2 of two equal-size 1-D samples: the sorted matching is optimal on a line.
+double ref_w2_1d(std::vector<double> a, std::vector<double> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::sqrt(s / a.size());
+}
+
+TEST(PointMetrics, ExactW2MatchesAllPermutationsOnTinySets) {
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    for (int64_t n = 1; n <= 7; ++n) {
+      const torch::Tensor x = randn(n, 2, 100 * seed + n);
+      const torch::Tensor y = randn(n, 2, 100 * seed + n + 50) * 1.3 + 0.2;
+      expect_rel_near(exact_w2(x, y), ref_exact_w2(to_points(x), to_points(y)), 1e-12);
+      // Rounded to a coarse grid: duplicate points within and across the sets.
+      const torch::Tensor gx = (x * 0.7).round();
+      const torch::Tensor gy = (y * 0.7).round();
+      EXPECT_NEAR(exact_w2(gx, gy), ref_exact_w2(to_points(gx), to_points(gy)), 1e-12) << "n = " << n;
+    }
+  }
+}
+
+TEST(PointMetrics, ExactW2OfShiftedOrShuffledCopyIsTheShiftLength) {
+  // Against X + d every matching costs its cost against X plus |d|^2 (the cross term sums to 0
+  // over a permutation), so the identity is optimal and W2 = |d|, on 2000 points, the default
+  // maximum.
+  const torch::Tensor x = randn(2000, 2, 101);
+  const torch::Tensor d = torch::tensor({0.3, -0.4}, torch::kFloat64);  // |d| = 0.5
+  EXPECT_NEAR(exact_w2(x, x + d), 0.5, 1e-9);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(102);
+  const torch::Tensor shuffled = x.index_select(0, torch::randperm(2000, gen));
+  EXPECT_NEAR(exact_w2(x, shuffled), 0.0, 1e-12);
+  EXPECT_NEAR(exact_w2(shuffled + d, x), 0.5, 1e-9);
+}
+
+TEST(PointMetrics, ExactW2MatchesSortedMatchingIn1DOnLeadingRows) {
+  // Unequal sizes: only the first min(N, M, max_rows) rows of each set take part.
+  const torch::Tensor x = randn(700, 1, 111);
+  const torch::Tensor y = randn(650, 1, 112) * 1.5 + 0.4;
+  const std::vector<double> px = project(to_points(x), {1.0});
+  const std::vector<double> py = project(to_points(y), {1.0});
+  const auto head = [](const std::vector<double>& v, size_t m) { return std::vector<double>(v.begin(), v.begin() + m); };
+  expect_rel_near(exact_w2(x, y), ref_w2_1d(head(px, 650), py), 1e-9);
+  expect_rel_near(exact_w2(x, y, 300), ref_w2_1d(head(px, 300), head(py, 300)), 1e-9);
+  // Float32 input gives the same as its float64 copy.
+  EXPECT_DOUBLE_EQ(exact_w2(x.to(torch::kFloat32), y, 300), exact_w2(x.to(torch::kFloat32).to(torch::kFloat64), y, 300));
+}
+
+TEST(PointMetrics, NearestLabelsMatchLoopReference) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(121);
+  torch::Tensor reference = randn(300, 2, 122);
+  torch::Tensor labels = torch::randint(0, 5, {300}, gen, torch::kLong);
+  // Row 9 duplicates row 4 with another label: the first of equally near rows decides.
+  reference[9] = reference[4];
+  labels[9] = (labels[4] + 1) % 5;
+  torch::Tensor x = randn(2500, 2, 123) * 1.2;
+  x[0] = reference[4];
+  const Points pr = to_points(reference);
+  const Points px = to_points(x);
+  const torch::Tensor got = nearest_labels(x, reference, labels);
+  ASSERT_EQ(got.size(0), 2500);
+  int64_t mismatches = 0;
+  for (size_t i = 0; i < px.size(); ++i) {
+    size_t best = 0;
+    for (size_t j = 1; j < pr.size(); ++j) {
+      if (dist(px[i], pr[j]) < dist(px[i], pr[best])) best = j;
+    }
+    mismatches += got[i].item<int64_t>() != labels[best].item<int64_t>();
+  }
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_EQ(got[0].item<int64_t>(), labels[4].item<int64_t>());
+}
+
+TEST(PointMetrics, ModeCoverageCountsModesWithAFifthOfTheirFairShare) {
+  // Modes with labels 0, 1, 2 and 4 (label 3 absent: not a mode) at (10 c, 0), held out 10, 10,
+  // 20 and 40 times of 80; fair shares of 80 samples are 10, 10, 20 and 40, a fifth of them 2,
+  // 2, 4 and 8 samples.
+  const std::vector<int64_t> mode_labels = {0, 1, 2, 4};
+  const auto cluster = [](int64_t label, int64_t count, uint64_t seed) {
+    return randn(count, 2, seed) * 0.1 + torch::tensor({10.0 * label, 0.0}, torch::kFloat64);
+  };
+  const auto make = [&](const std::vector<int64_t>& counts, uint64_t seed) {
+    std::vector<torch::Tensor> parts;
+    for (size_t c = 0; c < counts.size(); ++c) parts.push_back(cluster(mode_labels[c], counts[c], seed + c));
+    return torch::cat(parts);
+  };
+  const std::vector<int64_t> ref_counts = {10, 10, 20, 40};
+  const torch::Tensor reference = make(ref_counts, 131);
+  std::vector<torch::Tensor> label_parts;
+  for (size_t c = 0; c < ref_counts.size(); ++c) {
+    label_parts.push_back(torch::full({ref_counts[c]}, mode_labels[c], torch::kLong));
+  }
+  const torch::Tensor labels = torch::cat(label_parts);
+  // Exactly a fifth counts; one sample fewer does not.
+  EXPECT_EQ(mode_coverage(make({2, 2, 4, 72}, 141), reference, labels), 1.0);
+  EXPECT_EQ(mode_coverage(make({2, 1, 3, 74}, 151), reference, labels), 0.5);
+  EXPECT_EQ(mode_coverage(make({0, 0, 0, 80}, 161), reference, labels), 0.25);
+  EXPECT_EQ(mode_coverage(make({8, 8, 16, 1}, 171), reference, labels), 0.75);  // 1 of 33 < 3.3
+}
+
 TEST(PointMetrics, RejectsMalformedInputs) {
   const torch::Tensor x = randn(10, 2, 81);
   EXPECT_THROW(energy_distance(x, randn(10, 3, 82)), std::invalid_argument);
@@ -294,6 +412,15 @@ TEST(PointMetrics, RejectsMalformedInputs) {
   EXPECT_THROW(energy_distance(x, torch::ones({10, 2}, torch::kLong)), std::invalid_argument);
   EXPECT_THROW(mmd_rbf(x, x, 0.0), std::invalid_argument);
   EXPECT_THROW(sliced_w2(x, x, 0), std::invalid_argument);
+  EXPECT_THROW(exact_w2(x, randn(10, 3, 82)), std::invalid_argument);
+  EXPECT_THROW(exact_w2(x, x, 0), std::invalid_argument);
+  EXPECT_THROW(exact_w2(x, torch::zeros({0, 2}, torch::kFloat64)), std::invalid_argument);
+  const torch::Tensor labels = torch::zeros({10}, torch::kLong);
+  EXPECT_THROW(mode_coverage(x, x, torch::zeros({9}, torch::kLong)), std::invalid_argument);
+  EXPECT_THROW(mode_coverage(x, x, torch::zeros({10}, torch::kFloat32)), std::invalid_argument);
+  EXPECT_THROW(mode_coverage(x, x, labels - 1), std::invalid_argument);
+  EXPECT_THROW(mode_coverage(x, randn(10, 3, 82), labels), std::invalid_argument);
+  EXPECT_THROW(nearest_labels(x, x, torch::Tensor()), std::invalid_argument);
 }
 
 }  // namespace

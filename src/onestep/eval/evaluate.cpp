@@ -3,13 +3,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "onestep/core/error.h"
 #include "onestep/core/progress.h"
 #include "onestep/eval/evaluator.h"
+#include "onestep/eval/feature_metrics.h"
 #include "onestep/eval/image_metrics.h"
 #include "onestep/eval/point_metrics.h"
 
@@ -40,12 +43,24 @@ std::string describe_nfe(const NfeCount& count) {
 
 namespace {
 
-EvalRow score_points(const torch::Tensor& samples, const torch::Tensor& reference, double bandwidth) {
+// The point metrics of `samples` against the held-out `reference` (rows of float64), whose
+// labels (undefined for unlabelled data) give the modes of `coverage`.
+EvalRow score_points(const torch::Tensor& samples, const torch::Tensor& reference,
+                     const torch::Tensor& reference_labels, double bandwidth) {
   const auto points = samples.reshape({samples.size(0), -1}).to(torch::kDouble);
+  if (std::min(points.size(0), reference.size(0)) <= kPrecisionRecallNeighbours)
+    throw UserError("point metrics need at least " + std::to_string(kPrecisionRecallNeighbours + 1) +
+                    " samples and held-out samples (precision and recall use k = " +
+                    std::to_string(kPrecisionRecallNeighbours) + " neighbours); raise eval.num");
+  const PrecisionRecall pr = precision_recall(reference, points, kPrecisionRecallNeighbours);
   EvalRow row;
   row.metrics = {{"energy_distance", energy_distance(points, reference)},
                  {"sliced_w2", sliced_w2(points, reference)},
-                 {"mmd_rbf", mmd_rbf(points, reference, bandwidth)}};
+                 {"mmd_rbf", mmd_rbf(points, reference, bandwidth)},
+                 {"w2", exact_w2(points, reference)},
+                 {"precision", pr.precision},
+                 {"recall", pr.recall}};
+  if (reference_labels.defined()) row.metrics.emplace_back("coverage", mode_coverage(points, reference, reference_labels));
   return row;
 }
 
@@ -117,7 +132,7 @@ EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, 
     for (const int64_t steps : step_counts) {
       EvalRow counts;
       const auto samples = run(steps, count, reference.y, counts);
-      EvalRow row = score_points(samples, ref_points, bandwidth);
+      EvalRow row = score_points(samples, ref_points, reference.y, bandwidth);
       row.nfe = counts.nfe;
       row.head_nfe = counts.head_nfe;
       report.rows.push_back(std::move(row));
@@ -146,10 +161,11 @@ EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, 
 }
 
 std::optional<EvalRow> reference_floor(Dataset& dataset, int64_t num) {
-  const auto all = dataset.heldout(2 * num).x;
-  if (all.size(0) < 2 * num) return std::nullopt;
-  const auto reference = all.slice(0, 0, num).reshape({num, -1}).to(torch::kDouble);
-  return score_points(all.slice(0, num, 2 * num), reference, median_distance(reference));
+  const Batch all = dataset.heldout(2 * num);
+  if (all.x.size(0) < 2 * num) return std::nullopt;
+  const auto reference = all.x.slice(0, 0, num).reshape({num, -1}).to(torch::kDouble);
+  const auto labels = all.y.defined() ? all.y.slice(0, 0, num) : torch::Tensor();
+  return score_points(all.x.slice(0, num, 2 * num), reference, labels, median_distance(reference));
 }
 
 std::string format_eval_table(const EvalReport& report) {
@@ -160,8 +176,11 @@ std::string format_eval_table(const EvalReport& report) {
   char cell[64];
   std::snprintf(cell, sizeof(cell), "%6s  %8s", "nfe", "head_nfe");
   out += cell;
+  // Each column as wide as its name, at least 10 characters (a value printed as %.6f below 1000).
+  std::vector<int> widths;
   for (const auto& [name, value] : rows.front().metrics) {
-    std::snprintf(cell, sizeof(cell), "  %16s", name.c_str());
+    widths.push_back(std::max(10, static_cast<int>(name.size())));
+    std::snprintf(cell, sizeof(cell), "  %*s", widths.back(), name.c_str());
     out += cell;
   }
   out += "\n";
@@ -175,8 +194,8 @@ std::string format_eval_table(const EvalReport& report) {
       std::snprintf(cell, sizeof(cell), "%6s  %8s", "data", "");
     }
     out += cell;
-    for (const auto& [name, value] : row.metrics) {
-      std::snprintf(cell, sizeof(cell), "  %16.6f", value);
+    for (size_t i = 0; i < row.metrics.size(); ++i) {
+      std::snprintf(cell, sizeof(cell), "  %*.6f", i < widths.size() ? widths[i] : 10, row.metrics[i].second);
       out += cell;
     }
     out += "\n";

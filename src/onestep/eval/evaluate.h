@@ -50,9 +50,11 @@ std::string evaluation_unavailable(const Dataset& dataset, const Config& config)
 // of `eval.nfe` (the NFE of one-network methods, the backbone steps of methods with a head),
 // from noise seeded with `eval.seed`, against `eval.num` held-out samples.
 // Class-conditional models are sampled with the held-out labels, so the class mix matches the
-// reference. Points: energy_distance, sliced_w2, mmd_rbf. Images: fd, kid, precision, recall
-// (and class_accuracy for conditional models) in the feature space of the evaluator
-// `eval.evaluator`, which must have been trained on the same dataset.
+// reference. Points: energy_distance, sliced_w2, mmd_rbf, w2 (exact, first 2000 of each),
+// precision, recall (k = 3 neighbours, raw coordinates) and, for class-labelled data, coverage
+// (modes by the class of the nearest held-out point); fewer than 4 samples is a UserError.
+// Images: fd, kid, precision, recall (and class_accuracy for conditional models) in the feature
+// space of the evaluator `eval.evaluator`, which must have been trained on the same dataset.
 EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, const Config& config,
                     const torch::Device& device);
 

@@ -5,7 +5,7 @@
 //  - kernel_inception_distance (KID): unbiased MMD^2 with the cubic polynomial kernel
 //    k(a, b) = (a.b / D + 1)^3, averaged over random equal-size subsets of the two sets;
 //  - precision_recall: the k-nearest-neighbour manifold precision and recall of Kynkaanniemi et
-//    al. (2019);
+//    al. (2019), also the precision and recall of point data (raw coordinates);
 //  - class_accuracy: the share of rows whose argmax logit is the label.
 #pragma once
 
@@ -42,10 +42,15 @@ struct PrecisionRecall {
   double recall;     // share of real rows inside the fake manifold
 };
 
+// The k that `eval` uses, for image features and raw point coordinates alike.
+constexpr int64_t kPrecisionRecallNeighbours = 3;
+
 // The manifold of a set is the union of closed balls around its rows, each with radius the
 // Euclidean distance to that row's k-th nearest other row of the same set. Needs 1 <= k < N, M.
+// Works on any row vectors: evaluator features of images, and raw coordinates of point data
+// (the point metrics of `eval` call this same function). Memory stays bounded (blocks of rows).
 PrecisionRecall precision_recall(const torch::Tensor& real, const torch::Tensor& fake,
-                                 int64_t k = 3);
+                                 int64_t k = kPrecisionRecallNeighbours);
 
 // Share of rows i of the N x C `logits` with argmax_c logits[i][c] == labels[i] (labels: N
 // integers).

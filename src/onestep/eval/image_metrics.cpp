@@ -13,7 +13,7 @@
 namespace onestep {
 namespace {
 
-constexpr int64_t kNeighbours = 3;
+constexpr int64_t kNeighbours = kPrecisionRecallNeighbours;
 
 struct ReferenceFeatures {
   torch::Tensor features;

@@ -1,8 +1,10 @@
-// Point-set distances (energy distance, sliced Wasserstein-2, unbiased RBF MMD^2) declared in
-// point_metrics.h. Pairwise terms are computed with exact (non matrix-multiply) torch::cdist in
-// float64, one block of rows at a time, so memory stays bounded for sets of tens of thousands.
+// Point-set distances (energy distance, sliced Wasserstein-2, unbiased RBF MMD^2, exact W2,
+// mode coverage) declared in point_metrics.h. Pairwise terms are computed with exact (non
+// matrix-multiply) torch::cdist in float64, one block of rows at a time, so memory stays
+// bounded for sets of tens of thousands.
 #include "onestep/eval/point_metrics.h"
 
+#include "onestep/eval/assignment.h"
 #include "onestep/eval/row_sets.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -12,6 +14,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace onestep {
 namespace {
@@ -22,6 +25,8 @@ constexpr int64_t kExactEuclidean = 2;
 constexpr int64_t kBlockElements = int64_t{1} << 22;
 // mmd_rbf's bandwidth looks at no more than this many leading rows of the reference set.
 constexpr int64_t kMedianMaxRows = 2000;
+// mode_coverage counts a mode as covered from 1 / kFairShareDivisor of its fair share on.
+constexpr int64_t kFairShareDivisor = 5;
 
 // Sum over all pairs (i, j) of f(|a_i - b_j|), where f maps a block of distances to values in
 // place. With `skip_diagonal` (a and b are the same set) the i == j terms are left out.
@@ -66,6 +71,20 @@ torch::Tensor quantiles_on_grid(const torch::Tensor& sorted, int64_t levels) {
   torch::Tensor lo_idx = lo.to(torch::kLong);
   torch::Tensor hi_idx = (lo_idx + 1).clamp_max(n - 1);
   return sorted.index_select(0, lo_idx) * (1.0 - w) + sorted.index_select(0, hi_idx) * w;
+}
+
+// `labels` checked as one integer class >= 0 per row of a set of `rows` rows, as int64.
+torch::Tensor checked_labels(const torch::Tensor& labels, int64_t rows) {
+  if (!labels.defined() || labels.dim() != 1 || labels.size(0) != rows) {
+    throw std::invalid_argument("labels must be a 1-D tensor with one entry per reference row (" +
+                                std::to_string(rows) + ")");
+  }
+  if (labels.is_floating_point() || labels.is_complex() || labels.scalar_type() == torch::kBool) {
+    throw std::invalid_argument("labels must have an integer dtype");
+  }
+  const torch::Tensor out = labels.detach().to(torch::kCPU, torch::kLong).contiguous();
+  if (out.min().item<int64_t>() < 0) throw std::invalid_argument("labels must be >= 0");
+  return out;
 }
 
 }  // namespace
@@ -142,6 +161,69 @@ double mmd_rbf(const torch::Tensor& x, const torch::Tensor& y, double bandwidth)
   return pair_sum(a, a, true, kernel) / (n * (n - 1.0)) +
          pair_sum(b, b, true, kernel) / (m * (m - 1.0)) -
          2.0 * pair_sum(a, b, false, kernel) / (n * m);
+}
+
+double exact_w2(const torch::Tensor& x, const torch::Tensor& y, int64_t max_rows) {
+  torch::NoGradGuard no_grad;
+  if (max_rows < 1) {
+    throw std::invalid_argument("exact_w2 needs max_rows >= 1, got " + std::to_string(max_rows));
+  }
+  const torch::Tensor a = as_float64_rows(x, "x", 1);
+  const torch::Tensor b = as_float64_rows(y, "y", 1);
+  check_same_columns(a, b, "point sets");
+  const int64_t m = std::min({a.size(0), b.size(0), max_rows});
+  const torch::Tensor head_b = b.narrow(0, 0, m).unsqueeze(0);
+  // Squared distances from coordinate differences (no |a|^2 + |b|^2 - 2ab cancellation), one
+  // block of rows at a time, into the row-major matrix the solver takes.
+  std::vector<double> cost(static_cast<size_t>(m) * static_cast<size_t>(m));
+  const int64_t block_rows = std::max<int64_t>(1, kBlockElements / (m * a.size(1)));
+  for (int64_t start = 0; start < m; start += block_rows) {
+    const int64_t rows = std::min(block_rows, m - start);
+    const torch::Tensor d = (a.narrow(0, start, rows).unsqueeze(1) - head_b).square_().sum(2).contiguous();
+    std::copy(d.data_ptr<double>(), d.data_ptr<double>() + rows * m,
+              cost.begin() + static_cast<std::ptrdiff_t>(start * m));
+  }
+  const double total = min_cost_assignment(cost, m).cost;
+  return std::sqrt(std::max(0.0, total) / static_cast<double>(m));
+}
+
+torch::Tensor nearest_labels(const torch::Tensor& x, const torch::Tensor& reference,
+                             const torch::Tensor& labels) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor a = as_float64_rows(x, "x", 1);
+  const torch::Tensor r = as_float64_rows(reference, "reference", 1);
+  check_same_columns(a, r, "point sets");
+  const torch::Tensor classes = checked_labels(labels, r.size(0));
+  const int64_t n = a.size(0);
+  const int64_t block_rows = std::max<int64_t>(1, kBlockElements / r.size(0));
+  torch::Tensor nearest = torch::empty({n}, torch::kLong);
+  for (int64_t start = 0; start < n; start += block_rows) {
+    const int64_t rows = std::min(block_rows, n - start);
+    // argmin returns the first of equal minima.
+    nearest.narrow(0, start, rows)
+        .copy_(torch::cdist(a.narrow(0, start, rows), r, 2.0, kExactEuclidean).argmin(1));
+  }
+  return classes.index_select(0, nearest);
+}
+
+double mode_coverage(const torch::Tensor& x, const torch::Tensor& reference, const torch::Tensor& labels) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor assigned = nearest_labels(x, reference, labels);
+  const torch::Tensor classes = labels.detach().to(torch::kCPU, torch::kLong);
+  const int64_t num_classes = classes.max().item<int64_t>() + 1;
+  const torch::Tensor ref_counts = torch::bincount(classes, {}, num_classes);
+  const torch::Tensor x_counts = torch::bincount(assigned, {}, num_classes);
+  const int64_t n = assigned.size(0);
+  const int64_t m = classes.size(0);
+  int64_t modes = 0, covered = 0;
+  for (int64_t c = 0; c < num_classes; ++c) {
+    const int64_t ref_count = ref_counts[c].item<int64_t>();
+    if (ref_count == 0) continue;
+    ++modes;
+    // count_x / n >= (1/5) ref_count / m, in exact integer arithmetic.
+    if (kFairShareDivisor * x_counts[c].item<int64_t>() * m >= ref_count * n) ++covered;
+  }
+  return static_cast<double>(covered) / static_cast<double>(modes);
 }
 
 }  // namespace onestep
