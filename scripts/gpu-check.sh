@@ -52,6 +52,18 @@ if [ -n "$first_failed" ] && command -v cuda-gdb > /dev/null; then
 fi
 
 # Training speed on CUDA: steps/s of FM and MeanFlow on the shipped Fashion-MNIST configs.
+# CUDA smoke test: every registered method trains 50 steps on the GPU and samples.
+echo >> "$summary"; echo "## CUDA smoke (50 steps on checkerboard, then eval at 1 and 2 NFE)" >> "$summary"
+for method in $(build-gpu/onestep info | sed -n 's/^methods: //p' | tr -d ','); do
+  run="$out/runs/smoke-$method"; rm -rf "$run"
+  if timeout 120 build-gpu/onestep train method.name="$method" train.device=cuda train.steps=50 train.log_every=25 \
+       model.width=64 model.depth=2 eval.nfe=1,2 eval.num=500 --out "$run" > "$run.log" 2>&1; then
+    echo "- $method: ok, $(grep -o '"loss":[0-9.e+-]*' "$run/metrics.jsonl" | tail -1), eval $(grep -c nfe "$run/metrics.jsonl") record" >> "$summary"
+  else
+    echo "- $method: FAILED: $(tail -2 "$run.log" | tr '\n' ' ')" >> "$summary"
+  fi
+done
+
 batches=${GPU_CHECK_BATCHES-64 256}
 echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"
 for method in fm meanflow; do

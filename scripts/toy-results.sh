@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Regenerates the toy tables of docs/results.md: for each 2-D dataset, MeanFlow with its shipped
-# config and Flow Matching with the same network, steps and schedule, evaluated at the listed
-# NFE against held-out data (4,000 samples); then, on checkerboard, the adaptive-weight study
-# and the MeanFlow ablations (JVP tangent, time embedding scale). Runs two trainings at a time,
-# one thread each; ONESTEP_BIN overrides the binary (default build/onestep).
-# Usage: scripts/toy-results.sh [OUT_DIR]   (default runs/toy-results; about 45 minutes on 2 cores)
+# Regenerates the toy tables of docs/results.md. Part 1: for each 2-D dataset, the shipped
+# configs of every method (configs/toy/<method>-<data>.toml: fm at 1, 2, 4, 50 NFE, the one-step
+# methods at 1, 2, 4 NFE), evaluated against 4,000 held-out points. Part 2 ("before"): the
+# previous recipe (plain 4x256 MLP without Fourier features) for fm and meanflow. Part 3: on
+# checkerboard, the adaptive-weight study and the MeanFlow ablations, measured with the previous
+# recipe. Runs two trainings at a time, one thread each; ONESTEP_BIN overrides the binary
+# (default build/onestep); METHODS and DATASETS restrict part 1, PARTS the parts (default "1 2 3").
+# Usage: scripts/toy-results.sh [OUT_DIR]   (default runs/toy-results; several hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/toy-results}
 bin=${ONESTEP_BIN:-build/onestep}
+methods=${METHODS:-fm meanflow tvm}
+datasets=${DATASETS:-checkerboard moons spirals 8gaussians swissroll}
+parts=${PARTS:-1 2 3}
 mkdir -p "$out"
 
 train_eval() {  # name, nfe list, config, overrides...
@@ -18,35 +23,46 @@ train_eval() {  # name, nfe list, config, overrides...
   "$bin" train -c "$config" train.threads=1 train.sample_every=0 eval.at_end=false "$@" --out "$out/$name" \
     > "$out/$name.train.log" 2>&1
   "$bin" eval --ckpt "$out/$name" --nfe "$nfe" --num "${num:-4000}" train.threads=1 > "$out/$name.eval.txt" 2>&1
+  "$bin" sample --ckpt "$out/$name" --nfe "${nfe%%,*}" --num 4000 train.threads=1 --out "$out/$name.png" > /dev/null
 }
 
-for data in checkerboard moons spirals 8gaussians swissroll; do
-  cfg=configs/toy/meanflow-$data.toml
-  train_eval "meanflow-$data" 1,2,4 "$cfg" &
-  train_eval "fm-$data" 1,2,4,50 "$cfg" method.name=fm
-  wait
+nfe_of() { [ "$1" = fm ] && echo 1,2,4,50 || echo 1,2,4; }
+
+# The previous recipe: the plain MLP the toy configs used before the blur study.
+before="model.residual=false model.fourier_features=0"
+
+jobs=()
+for part in $parts; do
+  case $part in
+    1) for data in $datasets; do
+         for method in $methods; do jobs+=("$method-$data|$(nfe_of "$method")|configs/toy/$method-$data.toml"); done
+       done ;;
+    2) for data in $datasets; do
+         for method in fm meanflow; do
+           jobs+=("before-$method-$data|$(nfe_of "$method")|configs/toy/$method-$data.toml|$before")
+         done
+       done ;;
+    3) cfg=configs/toy/meanflow-checkerboard.toml
+       # The adaptive-weight study at the full budget, p = 0, 0.5 and 1, from 1 to 50 NFE.
+       for p in 0 0.5 1.0; do jobs+=("adaptive-p$p|1,2,4,8,50|$cfg|$before method.adaptive_p=$p"); done
+       # The ablations at half the budget with p = 0.5 (the shipped value when they were measured).
+       abl="$before train.steps=8000 method.adaptive_p=0.5"
+       for variant in "tangent-v00|method.tangent=v,0,0" "tangent-v10|method.tangent=v,1,0" \
+                      "tangent-v11|method.tangent=v,1,1" "time-scale-1000|model.time_scale=1000" \
+                      "time-scale-10|model.time_scale=10" "baseline|"; do
+         jobs+=("ablation-${variant%%|*}|1,2,4|$cfg|$abl ${variant#*|}")
+       done ;;
+  esac
 done
 
-cfg=configs/toy/meanflow-checkerboard.toml
-# The adaptive-weight study at the full budget: the shipped p = 0 (trained above) against
-# p = 0.5 and p = 1, and Flow Matching, from 1 to 50 NFE with 16,000 samples.
-num=16000 train_eval adaptive-p0.5 1,2,4,8,50 "$cfg" method.adaptive_p=0.5 &
-num=16000 train_eval adaptive-p1 1,2,4,8,50 "$cfg" method.adaptive_p=1.0
-wait
-"$bin" eval --ckpt "$out/meanflow-checkerboard" --nfe 1,2,4,8,50 --num 16000 train.threads=1 > "$out/adaptive-p0.eval.txt"
-"$bin" eval --ckpt "$out/fm-checkerboard" --nfe 50 --num 16000 train.threads=1 > "$out/adaptive-fm.eval.txt"
-
-# The ablations run at half the budget (train.steps=8000), all with the same seed and with
-# p = 0.5 (the shipped value when they were measured).
-abl="train.steps=8000 method.adaptive_p=0.5"
-train_eval ablation-tangent-v00 1 "$cfg" $abl method.tangent=v,0,0 &
-train_eval ablation-tangent-v10 1 "$cfg" $abl method.tangent=v,1,0
-wait
-train_eval ablation-tangent-v11 1 "$cfg" $abl method.tangent=v,1,1 &
-train_eval ablation-time-scale-1000 1,2,4 "$cfg" $abl model.time_scale=1000
-wait
-train_eval ablation-time-scale-10 1,2,4 "$cfg" $abl model.time_scale=10 &
-train_eval ablation-baseline 1,2,4 "$cfg" $abl
+running=0
+for job in "${jobs[@]}"; do
+  IFS='|' read -r name nfe config overrides <<< "$job"
+  # shellcheck disable=SC2086
+  num=$([[ $name == adaptive-* ]] && echo 16000 || echo 4000) train_eval "$name" "$nfe" "$config" $overrides &
+  running=$((running + 1))
+  if [ $running -ge 2 ]; then wait -n; running=$((running - 1)); fi
+done
 wait
 
 for f in "$out"/*.eval.txt; do

@@ -42,6 +42,7 @@ TEST_F(CheckpointTest, VersionOneFilesAreMigrated) {
   EXPECT_TRUE(checkpoint.file.tensors.count("optimizer.step"));
   EXPECT_EQ(checkpoint.config.get_string("model.attention_levels"), "2");  // 28 -> 14 -> 7: level 2
   EXPECT_EQ(checkpoint.config.get_int("model.emb_dim"), 128);
+  EXPECT_FALSE(checkpoint.config.get_bool("model.scale_shift"));  // the architecture they were trained with
   EXPECT_EQ(checkpoint.config.to_toml().find("\nratio ="), std::string::npos);  // not an fm key
   EXPECT_EQ(checkpoint.config.to_toml().find("\nsigma ="), std::string::npos);  // not a fashion-mnist key
   EXPECT_EQ(checkpoint.config.to_toml().find("\nwidth ="), std::string::npos);  // not a unet key

@@ -41,7 +41,8 @@ struct Variant {
   }
 };
 
-// Every registered network, plus the Lipschitz-minded DiT options where the DiT exists.
+// Every registered network, plus the Lipschitz-minded DiT options and the residual Fourier-feature
+// MLP where they exist.
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (const auto* info : components("model")) {
@@ -52,6 +53,7 @@ std::vector<Variant> variants() {
       return false;
     };
     if (has("model.qk_norm")) out.push_back({info->name, {"model.norm=rmsnorm", "model.qk_norm=true", "model.mod_norm=true"}});
+    if (has("model.residual")) out.push_back({info->name, {"model.residual=true", "model.fourier_features=8"}});
   }
   return out;
 }
@@ -196,6 +198,27 @@ TEST(Networks, PointNetworksTakePointData) {
   }
 }
 
+TEST(Networks, EveryConditioningInputReachesTheOutput) {
+  // The derivative of the output along each continuous input alone is non-zero, and another
+  // class changes the output: no conditioning is erased on the way (an additive embedding
+  // before a GroupNorm of one channel per group would be).
+  const auto spec = spec_of({1, 8, 8}, 3, 1, 2);
+  for (const auto& variant : variants()) {
+    const auto net = make_net(variant, spec);
+    const auto in = make_inputs(spec, 4);
+    for (auto field : {&NetInput::t, &NetInput::h, &NetInput::extra, &NetInput::context}) {
+      NetInput only;
+      only.*field = in.tangent.*field;
+      const auto [out, tangent] = network_jvp(*net, in.value, only, JvpMode::Forward, false);
+      EXPECT_GT(tangent.abs().max().item<double>(), 1e-6 * out.abs().max().item<double>()) << variant.label();
+    }
+    torch::NoGradGuard no_grad;
+    NetInput other = in.value;
+    other.c = (in.value.c + 1) % 4;
+    EXPECT_FALSE(torch::allclose(net->forward(other), net->forward(in.value))) << variant.label();
+  }
+}
+
 TEST(Networks, ParameterGradientsAreDefinedAndFinite) {
   const auto spec = spec_of({3, 8, 8}, 3, 1, 2);
   for (const auto& variant : variants()) {
@@ -208,7 +231,9 @@ TEST(Networks, ParameterGradientsAreDefinedAndFinite) {
         const auto& p = item.value();
         ASSERT_TRUE(p.grad().defined()) << variant.label() << " " << item.key();
         EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>()) << variant.label() << " " << item.key();
-        if (refill) EXPECT_GT(p.grad().abs().max().item<double>(), 0) << variant.label() << " " << item.key();
+        if (refill) {
+          EXPECT_GT(p.grad().abs().max().item<double>(), 0) << variant.label() << " " << item.key();
+        }
         total += p.grad().abs().sum().item<double>();
       }
       EXPECT_GT(total, 0) << variant.label();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,31 +17,32 @@ namespace onestep {
 template <class Options>
 class OptionSchema {
  public:
-  explicit OptionSchema(std::string section) : section_(std::move(section)) {}
+  explicit OptionSchema(std::string section)
+      : section_(std::move(section)), defaults_(std::make_shared<const Options>()) {}
 
   OptionSchema& add(const std::string& name, int64_t Options::*field, double min, double max, std::string help) {
-    return bind({key(name), ValueType::Int, std::to_string(defaults_.*field), std::move(help), {}, min, max},
+    return bind({key(name), ValueType::Int, std::to_string((*defaults_).*field), std::move(help), {}, min, max},
                 [field, k = key(name)](Options& o, const Config& c) { o.*field = c.get_int(k); });
   }
   OptionSchema& add(const std::string& name, double Options::*field, double min, double max, std::string help) {
-    return bind({key(name), ValueType::Float, format_number(defaults_.*field), std::move(help), {}, min, max},
+    return bind({key(name), ValueType::Float, format_number((*defaults_).*field), std::move(help), {}, min, max},
                 [field, k = key(name)](Options& o, const Config& c) { o.*field = c.get_float(k); });
   }
   OptionSchema& add(const std::string& name, bool Options::*field, std::string help) {
-    return bind({key(name), ValueType::Bool, defaults_.*field ? "true" : "false", std::move(help), {}},
+    return bind({key(name), ValueType::Bool, (*defaults_).*field ? "true" : "false", std::move(help), {}},
                 [field, k = key(name)](Options& o, const Config& c) { o.*field = c.get_bool(k); });
   }
   // A string; `choices` lists the allowed values (empty: any).
   OptionSchema& add(const std::string& name, std::string Options::*field, std::vector<std::string> choices,
                     std::string help) {
-    return bind({key(name), ValueType::String, defaults_.*field, std::move(help), std::move(choices)},
+    return bind({key(name), ValueType::String, (*defaults_).*field, std::move(help), std::move(choices)},
                 [field, k = key(name)](Options& o, const Config& c) { o.*field = c.get_string(k); });
   }
   // A comma-separated list of integers, each in [min, max] (empty allowed when min <= 0).
   OptionSchema& add(const std::string& name, std::vector<int64_t> Options::*field, double min, double max,
                     std::string help) {
     std::string text;
-    for (const int64_t v : defaults_.*field) text += (text.empty() ? "" : ",") + std::to_string(v);
+    for (const int64_t v : (*defaults_).*field) text += (text.empty() ? "" : ",") + std::to_string(v);
     return bind({key(name), ValueType::IntList, text, std::move(help), {}, min, max},
                 [field, k = key(name)](Options& o, const Config& c) { o.*field = c.get_int_list(k); });
   }
@@ -68,7 +70,7 @@ class OptionSchema {
   }
 
   std::string section_;
-  Options defaults_{};
+  std::shared_ptr<const Options> defaults_;  // a default-constructed struct: the defaults
   std::vector<KeySpec> keys_;
   std::vector<std::function<void(Options&, const Config&)>> readers_;
 };

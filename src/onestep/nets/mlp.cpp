@@ -1,7 +1,12 @@
 // MLP network (see mlp.h) and its registration.
 #include "onestep/nets/mlp.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
 #include <numeric>
+
+#include "onestep/nets/layers.h"
 
 namespace onestep {
 namespace {
@@ -9,6 +14,22 @@ namespace {
 int64_t numel_of(const std::vector<int64_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>());
 }
+
+constexpr uint64_t kFourierSeed = 0x5EED5EED;
+
+// Pre-norm residual block: a + fc2(silu(fc1(LN(a)))).
+class ResidualBlockImpl : public torch::nn::Module {
+ public:
+  explicit ResidualBlockImpl(int64_t width) {
+    fc1_ = register_module("fc1", torch::nn::Linear(width, width));
+    fc2_ = register_module("fc2", torch::nn::Linear(width, width));
+  }
+  torch::Tensor forward(const torch::Tensor& a) { return a + fc2_(torch::silu(fc1_(layer_norm(a)))); }
+
+ private:
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+};
+TORCH_MODULE(ResidualBlock);
 
 [[maybe_unused]] const bool registered = NetworkRegistry::instance().add(
     {"model", "mlp", "", "multi-layer perceptron for points (and any data, flattened)", MlpOptions::schema().keys()},
@@ -24,6 +45,12 @@ const OptionSchema<MlpOptions>& MlpOptions::schema() {
                                  .add("depth", &MlpOptions::depth, 1, 64, "hidden layers")
                                  .add("emb_dim", &MlpOptions::emb_dim, 2, 1 << 14,
                                       "width of each of the t, h, class and extra-condition embeddings")
+                                 .add("fourier_features", &MlpOptions::fourier_features, 0, 1 << 14,
+                                      "mlp: random Fourier features [cos, sin](2 pi z B) of the input (0: none)")
+                                 .add("fourier_scale", &MlpOptions::fourier_scale, 1e-6, 1e6,
+                                      "mlp: standard deviation of the Fourier frequencies B")
+                                 .add("residual", &MlpOptions::residual,
+                                      "mlp: pre-norm residual blocks instead of plain layers")
                                  .include(&MlpOptions::time, TimeEmbeddingOptions::schema());
   return schema;
 }
@@ -31,7 +58,14 @@ const OptionSchema<MlpOptions>& MlpOptions::schema() {
 MlpImpl::MlpImpl(const NetSpec& spec, const MlpOptions& options) : NetworkImpl(spec) {
   t_embedding_ = register_module("t_embedding", TimeEmbedding(options.emb_dim, options.time));
   h_embedding_ = register_module("h_embedding", TimeEmbedding(options.emb_dim, options.time));
-  int64_t in_features = numel_of(spec.in_shape) + 2 * options.emb_dim + spec.context_dim;
+  const int64_t in_dim = numel_of(spec.in_shape);
+  int64_t in_features = in_dim + 2 * options.emb_dim + spec.context_dim;
+  if (options.fourier_features > 0) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(kFourierSeed);
+    fourier_frequencies_ = register_buffer(
+        "fourier_frequencies", torch::randn({in_dim, options.fourier_features}, gen, torch::kFloat) * options.fourier_scale);
+    in_features += 2 * options.fourier_features;
+  }
   if (spec.num_classes > 0) {
     class_embedding_ = register_module("class_embedding", ClassEmbedding(spec.num_classes, options.emb_dim));
     in_features += options.emb_dim;
@@ -41,8 +75,12 @@ MlpImpl::MlpImpl(const NetSpec& spec, const MlpOptions& options) : NetworkImpl(s
     in_features += options.emb_dim;
   }
   hidden_ = register_module("hidden", torch::nn::ModuleList());
-  for (int64_t i = 0; i < options.depth; ++i) {
-    hidden_->push_back(torch::nn::Linear(i == 0 ? in_features : options.width, options.width));
+  if (options.residual) {
+    input_ = register_module("input", torch::nn::Linear(in_features, options.width));
+    for (int64_t i = 0; i < options.depth; ++i) hidden_->push_back(ResidualBlock(options.width));
+  } else {
+    for (int64_t i = 0; i < options.depth; ++i)
+      hidden_->push_back(torch::nn::Linear(i == 0 ? in_features : options.width, options.width));
   }
   output_ = register_module("output", torch::nn::Linear(options.width, numel_of(spec.out_shape)));
 }
@@ -50,14 +88,29 @@ MlpImpl::MlpImpl(const NetSpec& spec, const MlpOptions& options) : NetworkImpl(s
 torch::Tensor MlpImpl::forward(const NetInput& input) {
   const auto& z = input.z;
   const int64_t batch = z.size(0);
-  std::vector<torch::Tensor> parts = {z.reshape({batch, -1}), t_embedding_(input.t), h_embedding_(input.h)};
+  const auto flat = z.reshape({batch, -1});
+  std::vector<torch::Tensor> parts = {flat, t_embedding_(input.t), h_embedding_(input.h)};
+  if (fourier_frequencies_.defined()) {
+    const auto angles = flat.matmul(fourier_frequencies_.to(flat.dtype())) * (2 * M_PI);
+    parts.push_back(torch::cos(angles));
+    parts.push_back(torch::sin(angles));
+  }
   if (class_embedding_) parts.push_back(class_embedding_(input.c, batch, z.device()));
   if (extra_embedding_) parts.push_back(extra_embedding_(input.extra));
   if (spec().context_dim > 0) parts.push_back(input.context.reshape({batch, -1}));
   auto a = torch::cat(parts, 1);
-  for (const auto& layer : *hidden_) {
-    a = torch::silu(layer->as<torch::nn::Linear>()->forward(a));
-    note_activation(a);
+  if (input_) {
+    a = input_(a);
+    for (const auto& block : *hidden_) {
+      a = block->as<ResidualBlockImpl>()->forward(a);
+      note_activation(a);
+    }
+    a = layer_norm(a);
+  } else {
+    for (const auto& layer : *hidden_) {
+      a = torch::silu(layer->as<torch::nn::Linear>()->forward(a));
+      note_activation(a);
+    }
   }
   std::vector<int64_t> out_shape = {batch};
   out_shape.insert(out_shape.end(), spec().out_shape.begin(), spec().out_shape.end());

@@ -1,6 +1,14 @@
 // MLP network for low-dimensional data (spec §0): the flattened input z concatenated with the
 // t, h (and, for conditional data, class; with extra conditions, their) embeddings and the raw
 // context vector, then `depth` hidden SiLU layers of `width` units and a linear output layer.
+//
+// Options (both off by default, which gives the plain MLP above):
+//  - fourier_features = F > 0: z is followed by [cos(2 pi z B), sin(2 pi z B)] with a fixed
+//    D x F matrix B of N(0, fourier_scale^2) frequencies (drawn from a private generator with a
+//    fixed seed, so it does not depend on the training seed; also stored in the checkpoint);
+//  - residual: a linear layer to `width`, then `depth` pre-norm residual blocks
+//    a + W2 silu(W1 LN(a)), a final LN and the linear output layer (LN affine-free and written
+//    out, so that gradients through a JVP are exact: nets/layers.h).
 #pragma once
 
 #include "onestep/nets/embeddings.h"
@@ -12,6 +20,9 @@ struct MlpOptions {
   int64_t width = 256;
   int64_t depth = 4;
   int64_t emb_dim = 64;
+  int64_t fourier_features = 0;
+  double fourier_scale = 1;
+  bool residual = false;
   TimeEmbeddingOptions time;
   static const OptionSchema<MlpOptions>& schema();
 };
@@ -26,7 +37,9 @@ class MlpImpl : public NetworkImpl {
   TimeEmbedding t_embedding_{nullptr}, h_embedding_{nullptr};
   ClassEmbedding class_embedding_{nullptr};
   VectorEmbedding extra_embedding_{nullptr};
-  torch::nn::ModuleList hidden_;
+  torch::Tensor fourier_frequencies_;  // D x F buffer; undefined when fourier_features = 0
+  torch::nn::Linear input_{nullptr};   // residual only
+  torch::nn::ModuleList hidden_;       // plain: Linear layers; residual: blocks
   torch::nn::Linear output_{nullptr};
 };
 

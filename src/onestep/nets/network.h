@@ -38,6 +38,11 @@ struct NetSpec {
 
 // One batch of network inputs; optional fields may be undefined.
 struct NetInput {
+  NetInput() = default;
+  NetInput(torch::Tensor z, torch::Tensor t, torch::Tensor h, torch::Tensor c = {}, torch::Tensor extra = {},
+           torch::Tensor context = {})
+      : z(std::move(z)), t(std::move(t)), h(std::move(h)), c(std::move(c)), extra(std::move(extra)),
+        context(std::move(context)) {}
   torch::Tensor z, t, h;
   torch::Tensor c;        // optional
   torch::Tensor extra;    // B x num_extra

@@ -29,12 +29,15 @@ void zero_init(torch::nn::Conv2d& conv) {
   conv->bias.zero_();
 }
 
+// With `scale_shift` the conditioning modulates the normalised features (ADM's
+// use_scale_shift_norm): norm2(a) (1 + scale) + shift. Without it, it is added before norm2,
+// which erases it wherever a GroupNorm group holds one channel (32 channels or fewer).
 class ResBlockImpl : public torch::nn::Module {
  public:
-  ResBlockImpl(int64_t in, int64_t out, int64_t emb_dim) {
+  ResBlockImpl(int64_t in, int64_t out, int64_t emb_dim, bool scale_shift) : scale_shift_(scale_shift) {
     norm1_ = register_module("norm1", make_group_norm(in));
     conv1_ = register_module("conv1", make_conv(in, out, 3));
-    emb_ = register_module("emb", torch::nn::Linear(emb_dim, out));
+    emb_ = register_module("emb", torch::nn::Linear(emb_dim, scale_shift ? 2 * out : out));
     norm2_ = register_module("norm2", make_group_norm(out));
     conv2_ = register_module("conv2", make_conv(out, out, 3));
     zero_init(conv2_);
@@ -43,12 +46,19 @@ class ResBlockImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb) {
     auto a = conv1_(torch::silu(norm1_(x)));
-    a = a + emb_(torch::silu(emb)).unsqueeze(-1).unsqueeze(-1);
-    a = conv2_(torch::silu(norm2_(a)));
+    const auto conditioning = emb_(torch::silu(emb)).unsqueeze(-1).unsqueeze(-1);
+    if (scale_shift_) {
+      const auto parts = conditioning.chunk(2, 1);
+      a = norm2_(a) * (1 + parts[0]) + parts[1];
+    } else {
+      a = norm2_(a + conditioning);
+    }
+    a = conv2_(torch::silu(a));
     return (skip_ ? skip_(x) : x) + a;
   }
 
  private:
+  bool scale_shift_;
   torch::nn::GroupNorm norm1_{nullptr}, norm2_{nullptr};
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, skip_{nullptr};
   torch::nn::Linear emb_{nullptr};
@@ -84,8 +94,8 @@ TORCH_MODULE(AttentionBlock);
 // A residual block, optionally followed by self-attention.
 class StageImpl : public torch::nn::Module {
  public:
-  StageImpl(int64_t in, int64_t out, int64_t emb_dim, bool with_attention, int64_t heads) {
-    res_ = register_module("res", ResBlock(in, out, emb_dim));
+  StageImpl(int64_t in, int64_t out, int64_t emb_dim, bool with_attention, int64_t heads, bool scale_shift) {
+    res_ = register_module("res", ResBlock(in, out, emb_dim, scale_shift));
     if (with_attention) attention_ = register_module("attention", AttentionBlock(out, heads));
   }
 
@@ -140,6 +150,9 @@ const OptionSchema<UnetOptions>& UnetOptions::schema() {
                "and/or \"lowest\"; the middle block always has it")
           .add("emb_dim", &UnetOptions::emb_dim, 2, 1 << 14, "unet: width of the t, h, class and extra embeddings")
           .add("heads", &UnetOptions::heads, 1, 256, "unet: attention heads")
+          .add("scale_shift", &UnetOptions::scale_shift,
+               "unet: the conditioning scales and shifts the normalised features (false: added before the norm, "
+               "as checkpoints of format 1 did; a GroupNorm of one channel per group then erases it)")
           .include(&UnetOptions::time, TimeEmbeddingOptions::schema());
   return schema;
 }
@@ -195,7 +208,7 @@ UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImp
   for (int64_t level = 0; level < levels; ++level) {
     const int64_t out = options.channels * options.channel_mult[level];
     for (int64_t r = 0; r < options.num_res_blocks; ++r) {
-      down_->push_back(Stage(ch, out, emb_dim, attends(level), options.heads));
+      down_->push_back(Stage(ch, out, emb_dim, attends(level), options.heads, options.scale_shift));
       ch = out;
       skip_channels.push_back(ch);
     }
@@ -205,13 +218,13 @@ UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImp
     }
   }
   middle_ = register_module("middle", torch::nn::ModuleList());
-  middle_->push_back(Stage(ch, ch, emb_dim, true, options.heads));
-  middle_->push_back(Stage(ch, ch, emb_dim, false, options.heads));
+  middle_->push_back(Stage(ch, ch, emb_dim, true, options.heads, options.scale_shift));
+  middle_->push_back(Stage(ch, ch, emb_dim, false, options.heads, options.scale_shift));
   up_ = register_module("up", torch::nn::ModuleList());
   for (int64_t level = levels - 1; level >= 0; --level) {
     const int64_t out = options.channels * options.channel_mult[level];
     for (int64_t r = 0; r <= options.num_res_blocks; ++r) {
-      up_->push_back(Stage(ch + skip_channels.back(), out, emb_dim, attends(level), options.heads));
+      up_->push_back(Stage(ch + skip_channels.back(), out, emb_dim, attends(level), options.heads, options.scale_shift));
       skip_channels.pop_back();
       ch = out;
     }

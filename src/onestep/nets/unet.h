@@ -1,7 +1,7 @@
 // U-Net for images (spec §0: net(z, t, h, c) -> B x out_shape), in the style of DDPM/ADM:
 // an input conv, then per level `num_res_blocks` residual blocks (GroupNorm, SiLU, conv; the
-// conditioning t_emb + h_emb (+ class_emb) goes through SiLU + Linear and is added to the
-// feature maps) with self-attention at the levels listed in `attention_levels` (level 0 has
+// conditioning t_emb + h_emb (+ class_emb) goes through SiLU + Linear and scales and shifts
+// the normalised feature maps, ADM's use_scale_shift_norm) with self-attention at the levels listed in `attention_levels` (level 0 has
 // the input's size, each further level half of it; "lowest" names the last), and a stride-2
 // conv between levels; a middle block (res, attention,
 // res); a mirrored decoder with skip connections and nearest upsampling + conv; GroupNorm,
@@ -26,6 +26,7 @@ struct UnetOptions {
   std::string attention_levels;  // comma-separated level indices and/or "lowest"
   int64_t emb_dim = 64;
   int64_t heads = 4;
+  bool scale_shift = true;
   TimeEmbeddingOptions time;
   static const OptionSchema<UnetOptions>& schema();
 };

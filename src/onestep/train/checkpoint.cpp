@@ -39,7 +39,8 @@ void load_tensors(torch::nn::Module& module, const std::map<std::string, torch::
 }
 
 // Format 1 held one network: its tensors move under the module "net", and the U-Net's
-// attention_resolutions (pixel sizes of levels) become attention_levels (level indices).
+// attention_resolutions (pixel sizes of levels) become attention_levels (level indices) and
+// its conditioning is added before the norm (model.scale_shift = false).
 void migrate_version_1(Checkpoint& checkpoint, const std::map<std::string, std::string>& old_keys) {
   std::map<std::string, torch::Tensor> renamed;
   for (auto& [name, tensor] : checkpoint.file.tensors) {
@@ -50,6 +51,8 @@ void migrate_version_1(Checkpoint& checkpoint, const std::map<std::string, std::
     renamed[moves ? prefix + ".net." + name.substr(dot + 1) : name] = tensor;
   }
   checkpoint.file.tensors = std::move(renamed);
+  if (checkpoint.config.get_string("model.name") == "unet")  // format 1 U-Nets added the conditioning
+    checkpoint.config.set("model.scale_shift", "false", checkpoint.path);
   const auto old = old_keys.find("model.attention_resolutions");
   if (old != old_keys.end() && !old->second.empty() && checkpoint.sample_shape.size() == 3) {
     const auto levels = checkpoint.config.get_int_list("model.channel_mult").size();
