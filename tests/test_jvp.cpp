@@ -16,12 +16,13 @@ struct JvpCase {
   torch::Tensor z, t, h, c, dz, dt, dh;
 };
 
-JvpCase make_case(const std::string& model, int64_t num_classes) {
+JvpCase make_case(const std::string& model, int64_t num_classes, const std::vector<std::string>& overrides = {}) {
   Config config;
   config.apply_override("model.name=" + model);
   config.apply_override("model.width=32");
   config.apply_override("model.depth=3");
   config.apply_override("model.emb_dim=16");
+  for (const auto& override : overrides) config.apply_override(override);
   torch::manual_seed(3);
   JvpCase out;
   out.net = make_network(config, {{3}, {3}, num_classes});
@@ -41,8 +42,9 @@ TensorFunction as_function(JvpCase& k) {
   return [&k](const std::vector<torch::Tensor>& in) { return k.net->forward(in[0], in[1], in[2], k.c); };
 }
 
-void check_against_finite_differences(const std::string& model, int64_t num_classes) {
-  JvpCase k = make_case(model, num_classes);
+void check_against_finite_differences(const std::string& model, int64_t num_classes,
+                                      const std::vector<std::string>& overrides = {}) {
+  JvpCase k = make_case(model, num_classes, overrides);
   const auto f = as_function(k);
   const auto [out, tangent] = jvp(f, {k.z, k.t, k.h}, {k.dz, k.dt, k.dh}, JvpMode::Forward, false);
   const double eps = 1e-6;
@@ -65,6 +67,9 @@ void check_against_finite_differences(const std::string& model, int64_t num_clas
 
 TEST(Jvp, MlpMatchesFiniteDifferencesAndDoubleBackward) { check_against_finite_differences("mlp", 0); }
 TEST(Jvp, ConditionalMlpMatchesFiniteDifferencesAndDoubleBackward) { check_against_finite_differences("mlp", 3); }
+TEST(Jvp, ResidualFourierMlpMatchesFiniteDifferencesAndDoubleBackward) {
+  check_against_finite_differences("mlp", 3, {"model.residual=true", "model.fourier_features=8"});
+}
 
 TEST(Jvp, GradientThroughTheTangentAgreesBetweenModes) {
   JvpCase k = make_case("mlp", 0);

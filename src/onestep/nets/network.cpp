@@ -35,6 +35,9 @@ Network make_network(const Config& config, const NetSpec& spec) {
     options.emb_dim = config.get_int("model.emb_dim");
     options.time_max_period = config.get_float("model.time_max_period");
     options.time_scale = config.get_float("model.time_scale");
+    options.fourier_features = config.get_int("model.fourier_features");
+    options.fourier_scale = config.get_float("model.fourier_scale");
+    options.residual = config.get_bool("model.residual");
     return std::make_shared<MlpImpl>(spec, options);
   }
   if (name == "unet") {
