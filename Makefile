@@ -13,9 +13,10 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Trains the default one-step model (MeanFlow) on checkerboard and writes its samples.
+# Trains the default one-step model (MeanFlow) on checkerboard and writes its samples: the
+# shipped recipe shortened to 5,000 of its 16,000 steps (about 4 minutes on 2 cores).
 demo: build
-	./$(BUILD)/onestep train -c configs/toy/meanflow-checkerboard.toml
+	./$(BUILD)/onestep train -c configs/toy/meanflow-checkerboard.toml train.steps=5000
 
 test: build
 	cd $(BUILD) && ctest -j $(JOBS) --output-on-failure
