@@ -1,7 +1,8 @@
-// Training-step benchmarks: one full step (loss, backward, Adam) of Flow Matching and of
-// MeanFlow (forward-mode JVP, and the double-backward fallback) on the same MLP and batch.
-// `MeanFlowOverFm` interleaves the two steps and reports the median of the per-pair time
-// ratios, which is robust to the noise of shared machines. Run: make bench.
+// Training-step benchmarks: one full step (loss, backward, Adam) of Flow Matching, of
+// MeanFlow (forward-mode JVP, and the double-backward fallback) and of Terminal Velocity
+// Matching (JVP kept in the graph, target network pass) on the same MLP and batch.
+// `<A>Over<B>` interleaves two steps and reports the median of the per-pair time ratios, which
+// is robust to the noise of shared machines. Run: make bench.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -33,7 +34,7 @@ class StepRunner {
     batch_ = dataset_->train_batch(batch_size, gen_);
   }
   void step() {
-    const auto out = method_->loss({modules_, nullptr, nullptr, gen_}, batch_);
+    const auto out = method_->loss({modules_, &modules_, nullptr, gen_}, batch_);
     optimizer_->zero_grad();
     out.loss.backward();
     optimizer_->step(1e-4);
@@ -60,15 +61,18 @@ void BM_FmStep(benchmark::State& state) { train_step(state, "fm", ""); }
 void BM_MeanFlowStep(benchmark::State& state) { train_step(state, "meanflow", "forward"); }
 void BM_MeanFlowStepDoubleBackward(benchmark::State& state) { train_step(state, "meanflow", "double-backward"); }
 
-void BM_MeanFlowOverFm(benchmark::State& state) {
+void BM_TvmStep(benchmark::State& state) { train_step(state, "tvm", "forward"); }
+
+// The median over interleaved pairs of (step of `a`) / (step of `b`).
+void step_ratio(benchmark::State& state, const std::string& a, const std::string& b) {
   set_threads(0);
-  StepRunner fm("fm", "", state.range(0)), meanflow("meanflow", "forward", state.range(0));
+  StepRunner numerator(a, a == "fm" ? "" : "forward", state.range(0)), denominator(b, b == "fm" ? "" : "forward", state.range(0));
   std::vector<double> ratios;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    fm.step();
+    denominator.step();
     const auto t1 = std::chrono::steady_clock::now();
-    meanflow.step();
+    numerator.step();
     const auto t2 = std::chrono::steady_clock::now();
     ratios.push_back(std::chrono::duration<double>(t2 - t1).count() / std::chrono::duration<double>(t1 - t0).count());
   }
@@ -76,11 +80,18 @@ void BM_MeanFlowOverFm(benchmark::State& state) {
   state.counters["median_ratio"] = ratios[ratios.size() / 2];
 }
 
+void BM_MeanFlowOverFm(benchmark::State& state) { step_ratio(state, "meanflow", "fm"); }
+void BM_TvmOverFm(benchmark::State& state) { step_ratio(state, "tvm", "fm"); }
+void BM_TvmOverMeanFlow(benchmark::State& state) { step_ratio(state, "tvm", "meanflow"); }
+
 }  // namespace
 
 BENCHMARK(BM_FmStep)->Arg(256)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MeanFlowStep)->Arg(256)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MeanFlowStepDoubleBackward)->Arg(256)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TvmStep)->Arg(256)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MeanFlowOverFm)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_TvmOverFm)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_TvmOverMeanFlow)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 
 BENCHMARK_MAIN();

@@ -28,8 +28,9 @@ train_eval() {  # name, nfe list, config, overrides...
 
 nfe_of() { [ "$1" = fm ] && echo 1,2,4,50 || echo 1,2,4; }
 
-# The previous recipe: the plain MLP the toy configs used before the blur study.
-before="model.residual=false model.fourier_features=0"
+# The previous recipe: the plain MLP, 16,000 steps of batch 256, that every toy config used
+# before the blur study (docs/toy-recipe-study.md).
+before="model.residual=false model.fourier_features=0 train.steps=16000 train.batch_size=256"
 
 jobs=()
 for part in $parts; do
