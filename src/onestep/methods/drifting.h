@@ -25,6 +25,7 @@ struct DriftingOptions {
   double cfg_min = 1.0, cfg_max = 1.0;  // CFG: training alpha ~ U[cfg_min, cfg_max]
   double cfg_scale = 1.0;             // CFG: alpha at sampling
   double attraction_scale = 1.0;      // ablation: V = s * attraction - repulsion (1: the field)
+  std::string output_init = "data-scale";  // or "default" (the framework's initialisation)
   static const OptionSchema<DriftingOptions>& schema();
 };
 
@@ -62,7 +63,7 @@ class Drifting : public Method {
   explicit Drifting(DriftingOptions options);
 
   std::string name() const override { return "drifting"; }
-  // in_shape = noise_shape, out_shape = the sample shape, DataScale output, alpha as an extra
+  // in_shape = noise_shape, out_shape = the sample shape, DataScale (or Default) output, alpha as an extra
   // input for class-conditional data.
   NetSpec net_spec(const DataInfo& data) const override;
   // Point data: {method.noise_dim}; images: the sample shape.
