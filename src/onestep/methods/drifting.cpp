@@ -44,7 +44,9 @@ const OptionSchema<DriftingOptions>& DriftingOptions::schema() {
           .add("output_init", &DriftingOptions::output_init, {"data-scale", "default"},
                "drifting: generator output layer, rescaled to the data's std (data-scale) or the framework's init")
           .add("attraction_scale", &DriftingOptions::attraction_scale, 0, 100,
-               "drifting: ablation, attraction multiplied by this (1: the anti-symmetric field)");
+               "drifting: ablation, attraction multiplied by this (1: the anti-symmetric field)")
+          .add("repulsion_scale", &DriftingOptions::repulsion_scale, 0, 100,
+               "drifting: ablation, repulsion multiplied by this (0: attraction only; 1: the field)");
   return schema;
 }
 
@@ -78,7 +80,7 @@ std::vector<double> parse_temperatures(const std::string& text, const std::strin
 
 DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positives, const torch::Tensor& negatives,
                              const std::vector<double>& temperatures, const torch::Tensor& negative_weights,
-                             bool mask_self, double attraction_scale) {
+                             bool mask_self, double attraction_scale, double repulsion_scale) {
   torch::NoGradGuard no_grad;
   const int64_t n = x.size(0), p = positives.size(0), m = negatives.size(0);
   const auto xs = x.detach().to(torch::kFloat).reshape({n, -1});
@@ -129,7 +131,9 @@ DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positi
     const auto s_pos = a_pos.sum(1, true), s_neg = a_neg.sum(1, true);
     const auto attraction = s_neg * (a_pos.mm(pos_scaled) - s_pos * x_scaled);
     const auto repulsion = s_pos * (a_neg.mm(neg_scaled) - s_neg * x_scaled);
-    const auto v = attraction_scale == 1.0 ? attraction - repulsion : attraction_scale * attraction - repulsion;
+    const auto v = attraction_scale == 1.0 && repulsion_scale == 1.0
+                       ? attraction - repulsion
+                       : attraction_scale * attraction - repulsion_scale * repulsion;
     out.raw_squared_norms.push_back(v.pow(2).sum(1).mean().item<double>());
     const auto rms = v.pow(2).mean().sqrt();
     out.v += v / rms.clamp_min(1e-30);
@@ -274,7 +278,7 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
       weights = torch::cat({torch::ones({n_neg}, own.options()), torch::full({extra.size(0)}, w, own.options())});
     }
     const auto field = drifting_field(own, positives[g].flatten(1), negatives, temperatures_, weights, true,
-                                      options_.attraction_scale);
+                                      options_.attraction_scale, options_.repulsion_scale);
     v.slice(0, g * n_neg, (g + 1) * n_neg).copy_(field.v);
     for (size_t i = 0; i < raw.size(); ++i) raw[i] += field.raw_squared_norms[i] / static_cast<double>(groups);
   }

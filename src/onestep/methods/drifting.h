@@ -24,7 +24,8 @@ struct DriftingOptions {
   int64_t n_unc = 0;                  // CFG: real samples of random classes as extra negatives
   double cfg_min = 1.0, cfg_max = 1.0;  // CFG: training alpha ~ U[cfg_min, cfg_max]
   double cfg_scale = 1.0;             // CFG: alpha at sampling
-  double attraction_scale = 1.0;      // ablation: V = s * attraction - repulsion (1: the field)
+  double attraction_scale = 1.0;      // ablation: V = a * attraction - r * repulsion (1, 1: the field)
+  double repulsion_scale = 1.0;
   std::string output_init = "data-scale";  // or "default" (the framework's initialisation)
   static const OptionSchema<DriftingOptions>& schema();
 };
@@ -48,11 +49,13 @@ struct DriftingField {
 //    square (over all entries) and summed over tau.
 // `negative_weights` (M, or undefined: all 1) weighs each negative as that many copies of it
 // (the row softmax counts it w times, A scales by w); a weight of 0 removes it. Swapping
-// positives and negatives (unit weights, no mask) negates V. `attraction_scale` s multiplies
-// the attraction term (sum W+ y+ - sum W+ x) for the anti-symmetry ablation.
+// positives and negatives (unit weights, no mask) negates V. For the anti-symmetry ablation
+// `attraction_scale` multiplies the attraction term (sum W+ y+ - sum W+ x) and
+// `repulsion_scale` the repulsion term (sum W- y- - sum W- x).
 DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positives, const torch::Tensor& negatives,
                              const std::vector<double>& temperatures, const torch::Tensor& negative_weights = {},
-                             bool mask_self = false, double attraction_scale = 1.0);
+                             bool mask_self = false, double attraction_scale = 1.0,
+                             double repulsion_scale = 1.0);
 
 // "0.02,0.05,0.2" -> {0.02, 0.05, 0.2}; throws UserError naming `key` for an empty list or a
 // value that is not a positive finite number.
