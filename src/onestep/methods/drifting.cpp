@@ -1,0 +1,307 @@
+// Drifting Models: the drifting field, batches per class, loss and one-pass sampler (spec §5;
+// see drifting.h), and its registration.
+#include "onestep/methods/drifting.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "onestep/core/config.h"
+#include "onestep/core/error.h"
+#include "onestep/methods/linear_path.h"
+
+namespace onestep {
+namespace {
+
+[[maybe_unused]] const bool registered = MethodRegistry::instance().add(
+    {"method", "drifting", "",
+     "Drifting Models: one-pass generator trained with the drifting field (1 NFE, CFG as an input)",
+     DriftingOptions::schema().keys()},
+    [](const Config& config) { return std::make_unique<Drifting>(DriftingOptions::schema().read(config)); });
+
+// Normalised distance added to a generated sample's distance to itself: its kernel weight is
+// exp(-1e4 / tau) = 0 in float32 at every temperature.
+constexpr double kMaskedDistance = 1e4;
+
+}  // namespace
+
+const OptionSchema<DriftingOptions>& DriftingOptions::schema() {
+  static const auto schema =
+      OptionSchema<DriftingOptions>("method")
+          .add("noise_dim", &DriftingOptions::noise_dim, 1, 1 << 16,
+               "drifting: noise dimension of the generator for point data (images: the sample shape)")
+          .add("temperatures", &DriftingOptions::temperatures, {},
+               "drifting: kernel temperatures tau, comma-separated (on distances scaled to mean 1)")
+          .add("n_pos", &DriftingOptions::n_pos, 1, 1 << 20, "drifting: real samples (positives) per class and step")
+          .add("n_neg", &DriftingOptions::n_neg, 2, 1 << 20, "drifting: generated samples per class and step")
+          .add("queue_size", &DriftingOptions::queue_size, 0, 1 << 24,
+               "drifting: per-class queue of recent real samples used as positives (0: off; not checkpointed)")
+          .add("n_unc", &DriftingOptions::n_unc, 0, 1 << 20,
+               "drifting: CFG, real samples of random classes per class group as weighted extra negatives")
+          .add("cfg_min", &DriftingOptions::cfg_min, 1, 100, "drifting: CFG, smallest training guidance alpha")
+          .add("cfg_max", &DriftingOptions::cfg_max, 1, 100, "drifting: CFG, largest training guidance alpha")
+          .add("cfg_scale", &DriftingOptions::cfg_scale, 0, 100,
+               "drifting: guidance alpha given to the generator at sampling (1: off; still 1 NFE)")
+          .add("output_init", &DriftingOptions::output_init, {"data-scale", "default"},
+               "drifting: generator output layer, rescaled to the data's std (data-scale) or the framework's init")
+          .add("attraction_scale", &DriftingOptions::attraction_scale, 0, 100,
+               "drifting: ablation, attraction multiplied by this (1: the anti-symmetric field)")
+          .add("repulsion_scale", &DriftingOptions::repulsion_scale, 0, 100,
+               "drifting: ablation, repulsion multiplied by this (0: attraction only; 1: the field)");
+  return schema;
+}
+
+std::vector<double> parse_temperatures(const std::string& text, const std::string& key) {
+  std::vector<double> out;
+  std::stringstream stream(text);
+  std::string item;
+  const auto bad = [&](const std::string& why) {
+    return UserError("config: " + key + " = '" + text + "': " + why +
+                     "; expected positive numbers separated by commas, e.g. \"0.02,0.05,0.2\"");
+  };
+  while (std::getline(stream, item, ',')) {
+    const auto begin = item.find_first_not_of(" \t");
+    const auto end = item.find_last_not_of(" \t");
+    if (begin == std::string::npos) throw bad("empty entry");
+    item = item.substr(begin, end - begin + 1);
+    size_t used = 0;
+    double value = NAN;
+    try {
+      value = std::stod(item, &used);
+    } catch (const std::exception&) {
+      throw bad("'" + item + "' is not a number");
+    }
+    if (used != item.size()) throw bad("'" + item + "' is not a number");
+    if (!(value > 0) || !std::isfinite(value)) throw bad("'" + item + "' is not a positive finite number");
+    out.push_back(value);
+  }
+  if (out.empty()) throw bad("no temperature");
+  return out;
+}
+
+DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positives, const torch::Tensor& negatives,
+                             const std::vector<double>& temperatures, const torch::Tensor& negative_weights,
+                             bool mask_self, double attraction_scale, double repulsion_scale) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = x.size(0), p = positives.size(0), m = negatives.size(0);
+  const auto xs = x.detach().to(torch::kFloat).reshape({n, -1});
+  const int64_t c = xs.size(1);
+  const auto pos = positives.detach().to(xs.options()).reshape({p, c});
+  const auto neg = negatives.detach().to(xs.options()).reshape({m, c});
+  if (mask_self && m < n)
+    throw std::invalid_argument("drifting_field: mask_self needs the generated samples as the first negatives");
+  // Targets: negatives, then positives; a weight per target (multiplicity).
+  const auto targets = torch::cat({neg, pos}, 0);
+  auto weights = torch::ones({m + p}, xs.options());
+  if (negative_weights.defined()) weights.slice(0, 0, m).copy_(negative_weights.to(xs.options()).reshape({m}));
+  // Unsquared distances, computed directly (not through |x|^2 + |y|^2 - 2xy, which loses
+  // precision for close points).
+  auto distance = torch::cdist(xs, targets, 2.0, /*compute_mode=*/2);
+  auto counted = weights.unsqueeze(0).expand({n, m + p}).clone();
+  torch::Tensor self_mask;
+  if (mask_self) {
+    self_mask = torch::zeros({n, m + p}, xs.options());
+    self_mask.slice(1, 0, n).diagonal().fill_(1.0);
+    counted = counted * (1 - self_mask);
+  }
+  // Scale coordinates so that the (weighted) mean distance is sqrt(C): distances become d / mean.
+  const auto mean_distance = (distance * counted).sum() / counted.sum();
+  const auto scale = std::sqrt(static_cast<double>(c)) / mean_distance.clamp_min(1e-30);
+  auto normalised = distance / mean_distance.clamp_min(1e-30);
+  if (mask_self) normalised = normalised + self_mask * kMaskedDistance;
+  const auto x_scaled = xs * scale;
+  const auto pos_scaled = pos * scale;
+  const auto neg_scaled = neg * scale;
+  const bool weighted = negative_weights.defined();
+  const auto log_weights = weights.log().unsqueeze(0);  // -inf for weight 0
+
+  // Per temperature, with l = -d / tau, row softmax R (over targets, weighted: l + log w) and
+  // column softmax K (over x): A = sqrt(R K) sqrt(w) = exp(l + log w - lse_row / 2 - lse_col / 2),
+  // computed in that form (one exp instead of two softmaxes and a square root: the N x (M + P)
+  // passes dominate a step). W+ = A+ s-, W- = A- s+ with s± the row sums of A±, so
+  // sum_j W+_ij y+_j = s-_i (A+ y+)_i and sum_j W+_ij = s-_i s+_i: W is never formed.
+  DriftingField out;
+  out.v = torch::zeros_like(xs);
+  for (const double tau : temperatures) {
+    auto logits = normalised * (-1.0 / tau);
+    const auto lse_row = torch::logsumexp(weighted ? logits + log_weights : logits, 1, true);
+    auto column_term = torch::logsumexp(logits, 0, true).mul_(0.5);
+    if (weighted) column_term.sub_(log_weights);
+    auto& a = logits.sub_(lse_row.mul(0.5)).sub_(column_term).exp_();
+    const auto a_neg = a.slice(1, 0, m), a_pos = a.slice(1, m, m + p);
+    const auto s_pos = a_pos.sum(1, true), s_neg = a_neg.sum(1, true);
+    const auto attraction = s_neg * (a_pos.mm(pos_scaled) - s_pos * x_scaled);
+    const auto repulsion = s_pos * (a_neg.mm(neg_scaled) - s_neg * x_scaled);
+    const auto v = attraction_scale == 1.0 && repulsion_scale == 1.0
+                       ? attraction - repulsion
+                       : attraction_scale * attraction - repulsion_scale * repulsion;
+    out.raw_squared_norms.push_back(v.pow(2).sum(1).mean().item<double>());
+    const auto rms = v.pow(2).mean().sqrt();
+    out.v += v / rms.clamp_min(1e-30);
+  }
+  out.v = out.v.reshape(x.sizes());
+  return out;
+}
+
+Drifting::Drifting(DriftingOptions options)
+    : options_(std::move(options)), temperatures_(parse_temperatures(options_.temperatures, "method.temperatures")) {
+  if (options_.cfg_min > options_.cfg_max)
+    throw UserError("config: method.cfg_min = " + format_number(options_.cfg_min) +
+                    " exceeds method.cfg_max = " + format_number(options_.cfg_max));
+  if (options_.cfg_max > 1 && options_.n_unc == 0)
+    throw UserError("config: method.cfg_max = " + format_number(options_.cfg_max) +
+                    " needs unconditional negatives: set method.n_unc > 0");
+  if (options_.queue_size > 0 && options_.queue_size < options_.n_pos)
+    throw UserError("config: method.queue_size = " + std::to_string(options_.queue_size) +
+                    " is smaller than method.n_pos = " + std::to_string(options_.n_pos) + " (0 turns the queue off)");
+}
+
+NetSpec Drifting::net_spec(const DataInfo& data) const {
+  NetSpec spec;
+  spec.in_shape = noise_shape(data);
+  spec.out_shape = data.sample_shape;
+  spec.num_classes = data.num_classes;
+  spec.num_extra = data.num_classes > 0 ? 1 : 0;  // guidance alpha
+  // Spec §5's trap (the field is local): by default the output layer is rescaled to the data's
+  // std. With distances scaled to mean 1 and each V_tau RMS-normalised the field here is
+  // scale-free, and `default` (the framework's init) trains better on the toys (docs/results.md).
+  spec.output_init = options_.output_init == "default" ? OutputInit::Default : OutputInit::DataScale;
+  return spec;
+}
+
+std::vector<int64_t> Drifting::noise_shape(const DataInfo& data) const {
+  if (data.sample_shape.size() == 1) return {options_.noise_dim};
+  return data.sample_shape;
+}
+
+Batch Drifting::training_batch(Dataset& dataset, int64_t batch_size, torch::Generator& gen) const {
+  const int64_t k = dataset.num_classes();
+  const bool queue = options_.queue_size > 0;
+  const auto push = [&](int64_t cls, const torch::Tensor& fresh) {
+    auto& q = queues_[cls];
+    q = q.defined() ? torch::cat({q, fresh}) : fresh;
+    if (q.size(0) > options_.queue_size) q = q.slice(0, q.size(0) - options_.queue_size).clone();
+    return q;
+  };
+  if (k == 0) {
+    if (options_.n_unc > 0)
+      throw UserError("config: method.n_unc = " + std::to_string(options_.n_unc) + " (CFG) needs class-labelled data; " +
+                      dataset.describe() + " has no classes");
+    Batch batch = dataset.train_batch(options_.n_pos, gen);
+    if (queue) batch.x = push(0, batch.x);
+    return batch;
+  }
+  const int64_t groups = std::min(batch_size, k);
+  std::vector<int64_t> classes;
+  if (groups == k) {
+    for (int64_t i = 0; i < k; ++i) classes.push_back(i);
+  } else {
+    const auto order = torch::randperm(k, gen, torch::TensorOptions().dtype(torch::kLong));
+    for (int64_t i = 0; i < groups; ++i) classes.push_back(order[i].item<int64_t>());
+  }
+  Batch batch = dataset.class_batch(classes, options_.n_pos, gen);
+  if (queue) {
+    std::vector<torch::Tensor> xs, ys;
+    for (size_t g = 0; g < classes.size(); ++g) {
+      const auto q = push(classes[g], batch.x.slice(0, g * options_.n_pos, (g + 1) * options_.n_pos));
+      xs.push_back(q);
+      ys.push_back(torch::full({q.size(0)}, classes[g], torch::kLong));
+    }
+    batch = {torch::cat(xs), torch::cat(ys)};
+  }
+  if (options_.n_unc > 0) {
+    const Batch unconditional = dataset.train_batch(groups * options_.n_unc, gen);
+    batch.x = torch::cat({batch.x, unconditional.x});
+    batch.y = torch::cat({batch.y, torch::full({groups * options_.n_unc}, k, torch::kLong)});
+  }
+  return batch;
+}
+
+LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
+  NetworkImpl& net = context.modules["net"];
+  const auto device = batch.x.device();
+  const int64_t n_neg = options_.n_neg;
+  const bool labelled = net.spec().num_classes > 0 && batch.y.defined();
+  // Groups: the classes in the batch's order (consecutive labels), or one unlabelled group.
+  std::vector<int64_t> classes;
+  std::vector<torch::Tensor> positives;
+  torch::Tensor unconditional;
+  if (labelled) {
+    const int64_t null_label = net.null_label();
+    const auto y = batch.y.cpu();
+    const auto* labels = y.data_ptr<int64_t>();
+    int64_t start = 0;
+    for (int64_t i = 1; i <= y.size(0); ++i) {
+      if (i < y.size(0) && labels[i] == labels[start]) continue;
+      if (labels[start] == null_label)
+        unconditional = batch.x.slice(0, start, i);
+      else {
+        classes.push_back(labels[start]);
+        positives.push_back(batch.x.slice(0, start, i));
+      }
+      start = i;
+    }
+  } else {
+    classes.push_back(-1);
+    positives.push_back(batch.x);
+  }
+  const auto groups = static_cast<int64_t>(classes.size());
+  if (groups == 0) throw std::invalid_argument("drifting: a batch without positives");
+
+  std::vector<int64_t> shape = {groups * n_neg};
+  const auto noise_dims = net.spec().in_shape;
+  shape.insert(shape.end(), noise_dims.begin(), noise_dims.end());
+  const auto noise = draw_noise(shape, context.gen, device);
+  const int64_t total = groups * n_neg;
+  NetInput input;
+  input.z = noise;
+  input.t = input.h = filled(total, 0, noise);
+  torch::Tensor alpha;  // per group
+  if (labelled) {
+    input.c = torch::tensor(classes).repeat_interleave(n_neg).to(device);
+    alpha = options_.cfg_min + (options_.cfg_max - options_.cfg_min) * torch::rand({groups}, context.gen);
+    if (net.spec().num_extra > 0) input.extra = alpha.repeat_interleave(n_neg).unsqueeze(1).to(noise.options());
+  }
+  const auto x = net.forward(input);
+
+  const auto generated = x.detach().to(torch::kFloat).flatten(1);
+  auto v = torch::empty_like(generated);
+  std::vector<double> raw(temperatures_.size(), 0.0);
+  const bool guided = labelled && options_.n_unc > 0 && unconditional.defined();
+  for (int64_t g = 0; g < groups; ++g) {
+    const auto own = generated.slice(0, g * n_neg, (g + 1) * n_neg);
+    torch::Tensor negatives = own, weights;
+    if (guided) {
+      const auto extra = unconditional.slice(0, g * options_.n_unc, (g + 1) * options_.n_unc).flatten(1);
+      const double a = alpha[g].item<double>();
+      const double w = (a - 1) * static_cast<double>(n_neg - 1) / static_cast<double>(extra.size(0));
+      negatives = torch::cat({own, extra.to(own.options())});
+      weights = torch::cat({torch::ones({n_neg}, own.options()), torch::full({extra.size(0)}, w, own.options())});
+    }
+    const auto field = drifting_field(own, positives[g].flatten(1), negatives, temperatures_, weights, true,
+                                      options_.attraction_scale, options_.repulsion_scale);
+    v.slice(0, g * n_neg, (g + 1) * n_neg).copy_(field.v);
+    for (size_t i = 0; i < raw.size(); ++i) raw[i] += field.raw_squared_norms[i] / static_cast<double>(groups);
+  }
+  const auto target = (x.detach() + v.view_as(x).to(x.dtype())).detach();
+  LossOutput out;
+  out.loss = (x - target).pow(2).flatten(1).sum(1).mean();
+  for (size_t i = 0; i < raw.size(); ++i)
+    out.parts["raw_v2_tau" + format_number(temperatures_[i])] = torch::tensor(raw[i], torch::kDouble);
+  return out;
+}
+
+torch::Tensor Drifting::sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
+                               const SamplingPlan& plan) {
+  if (plan.steps < 1) throw UserError("drifting: nfe must be at least 1, got " + std::to_string(plan.steps));
+  torch::NoGradGuard no_grad;
+  NetworkImpl& net = modules["net"];
+  const int64_t n = noise.size(0);
+  NetInput input;
+  input.z = noise;
+  input.t = input.h = filled(n, 0, noise);
+  input.c = labels;
+  if (net.spec().num_extra > 0) input.extra = torch::full({n, net.spec().num_extra}, options_.cfg_scale, noise.options());
+  return net.forward(input);
+}
+
+}  // namespace onestep
