@@ -23,7 +23,10 @@ train_eval() {  # name, nfe list, config, overrides...
   "$bin" train -c "$config" train.threads=1 train.sample_every=0 eval.at_end=false "$@" --out "$out/$name" \
     > "$out/$name.train.log" 2>&1
   "$bin" eval --ckpt "$out/$name" --nfe "$nfe" --num "${num:-4000}" train.threads=1 > "$out/$name.eval.txt" 2>&1
-  "$bin" sample --ckpt "$out/$name" --nfe "${nfe%%,*}" --num 4000 train.threads=1 --out "$out/$name.png" > /dev/null
+  # The picture at the NFE that matters: Flow Matching's last (50), the one-step methods' first (1).
+  local picture_nfe=${nfe%%,*}
+  [[ $name == *fm-* ]] && picture_nfe=${nfe##*,}
+  "$bin" sample --ckpt "$out/$name" --nfe "$picture_nfe" --num 4000 train.threads=1 --out "$out/$name.png" > /dev/null
 }
 
 nfe_of() { [ "$1" = fm ] && echo 1,2,4,50 || echo 1,2,4; }
