@@ -41,14 +41,20 @@ grep -A3 'warning:\|error:' "$out/build.log" | head -40 >> "$out/build-warnings.
 [ $build_rc -eq 0 ] || { tail -40 "$out/build.log"; cat "$summary"; exit 1; }
 
 start=$(date +%s)
-(cd build-gpu && ctest -j 8 --timeout 300 --output-on-failure > "$out/ctest.log" 2>&1)
+(cd build-gpu && OMP_NUM_THREADS=2 ctest -j 8 --timeout 300 --output-on-failure > "$out/ctest.log" 2>&1)
 echo "- ctest: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1) in $(( $(date +%s) - start )) s" >> "$summary"
 grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$out/ctest.log" | head -30 >> "$summary"
+echo "- DT_NEEDED order of onestep_tests: $(readelf -d build-gpu/onestep_tests | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')" >> "$summary"
 first_failed=$(grep -oE '[0-9]+ - [A-Za-z0-9_./]+ \((Failed|SEGFAULT|Subprocess aborted)' "$out/ctest.log" | head -1 | awk '{print $3}')
 if [ -n "$first_failed" ] && command -v cuda-gdb > /dev/null; then
   timeout 120 cuda-gdb -batch -ex run -ex bt --args build-gpu/onestep_tests --gtest_filter="$first_failed" \
     > "$out/backtrace.log" 2>&1
   echo "- backtrace of $first_failed: backtrace.log" >> "$summary"
+fi
+if [ -n "$first_failed" ]; then
+  LD_PRELOAD=$(c++ -print-file-name=libstdc++.so.6) timeout 120 build-gpu/onestep_tests --gtest_filter="$first_failed" \
+    > "$out/preload.log" 2>&1
+  echo "- $first_failed with the compiler's libstdc++ preloaded: exit $?" >> "$summary"
 fi
 
 # Training speed on CUDA: steps/s of FM and MeanFlow on the shipped Fashion-MNIST configs.
