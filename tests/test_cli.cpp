@@ -18,8 +18,10 @@
 #include "onestep/core/npy.h"
 #include "onestep/core/registry.h"
 #include "onestep/core/safetensors.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
+using onestep::testing_support::registered_methods;
 
 namespace {
 
@@ -145,12 +147,6 @@ TEST_F(Cli, SampleAndEvalFollowTheContract) {
 // Every registered method: a short run on a toy, stopped and resumed, against an uninterrupted
 // one (losses, weights, EMA, target EMA, optimizer state: bit for bit), then sample and eval.
 class MethodRoundTrip : public Cli, public ::testing::WithParamInterface<std::string> {};
-
-std::vector<std::string> registered_methods() {
-  std::vector<std::string> names;
-  for (const auto* info : onestep::components("method")) names.push_back(info->name);
-  return names;
-}
 
 TEST_P(MethodRoundTrip, TrainsResumesExactlySamplesAndEvaluates) {
   const std::string method = GetParam();

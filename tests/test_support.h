@@ -12,8 +12,10 @@
 #include <functional>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "onestep/core/error.h"
+#include "onestep/core/registry.h"
 
 namespace onestep::testing_support {
 
@@ -56,5 +58,12 @@ inline std::string user_error_message(const std::function<void()>& fn) {
 inline torch::Generator seeded(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// The names of every registered method (tests parameterised over the registry).
+inline std::vector<std::string> registered_methods() {
+  std::vector<std::string> names;
+  for (const auto* info : components("method")) names.push_back(info->name);
+  return names;
+}
 
 }  // namespace onestep::testing_support

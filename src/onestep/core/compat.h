@@ -1,7 +1,9 @@
 // The one place where LibTorch versions differ (Debian's 1.13 CPU build and CUDA 2.x builds):
-// forward-mode AD levels and dual tensors, and the version string printed by `onestep info`.
+// forward-mode AD levels and dual tensors, autocast (mixed precision) and the version string
+// printed by `onestep info`.
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/forward_grad.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -37,5 +39,58 @@ inline std::pair<torch::Tensor, torch::Tensor> unpack_dual(const torch::Tensor& 
   auto unpacked = at::_unpack_dual(dual, level.level());
   return {std::get<0>(unpacked), std::get<1>(unpacked)};
 }
+
+// TF32 tensor-core arithmetic for float32 matrix products and convolutions on CUDA (no effect
+// on the CPU).
+inline void allow_tf32(bool allowed) {
+  at::globalContext().setFloat32MatmulPrecision(allowed ? "high" : "highest");
+  at::globalContext().setAllowTF32CuDNN(allowed);
+}
+
+// RAII scope that turns autocast to `dtype` on or off for one device type (CPU or CUDA) and
+// restores the previous state on exit. LibTorch 2.4 replaced the per-device setters of 1.13
+// (set_cpu_enabled, set_autocast_gpu_dtype, ...) by setters taking the device type.
+class AutocastScope {
+ public:
+  AutocastScope(c10::DeviceType device, bool enabled, at::ScalarType dtype = at::kBFloat16)
+      : device_(device), was_enabled_(is_enabled(device)), previous_dtype_(get_dtype(device)) {
+    set(device_, enabled, enabled ? dtype : previous_dtype_);
+  }
+  ~AutocastScope() {
+    if (is_enabled(device_) && !was_enabled_) at::autocast::clear_cache();
+    set(device_, was_enabled_, previous_dtype_);
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  static bool is_enabled(c10::DeviceType device) { return at::autocast::is_autocast_enabled(device); }
+  static at::ScalarType get_dtype(c10::DeviceType device) { return at::autocast::get_autocast_dtype(device); }
+  static void set(c10::DeviceType device, bool enabled, at::ScalarType dtype) {
+    at::autocast::set_autocast_enabled(device, enabled);
+    at::autocast::set_autocast_dtype(device, dtype);
+  }
+#else
+  static bool is_enabled(c10::DeviceType device) {
+    return device == c10::DeviceType::CUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+  }
+  static at::ScalarType get_dtype(c10::DeviceType device) {
+    return device == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  }
+  static void set(c10::DeviceType device, bool enabled, at::ScalarType dtype) {
+    if (device == c10::DeviceType::CUDA) {
+      at::autocast::set_enabled(enabled);
+      at::autocast::set_autocast_gpu_dtype(dtype);
+    } else {
+      at::autocast::set_cpu_enabled(enabled);
+      at::autocast::set_autocast_cpu_dtype(dtype);
+    }
+  }
+#endif
+  c10::DeviceType device_;
+  bool was_enabled_;
+  at::ScalarType previous_dtype_;
+};
 
 }  // namespace onestep::compat

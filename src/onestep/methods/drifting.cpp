@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "onestep/core/compat.h"
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
 #include "onestep/methods/linear_path.h"
@@ -261,9 +262,11 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
     alpha = options_.cfg_min + (options_.cfg_max - options_.cfg_min) * torch::rand({groups}, context.gen);
     if (net.spec().num_extra > 0) input.extra = alpha.repeat_interleave(n_neg).unsqueeze(1).to(noise.options());
   }
-  const auto x = net.forward(input);
+  const auto x = net.forward(input).to(torch::kFloat);
 
-  const auto generated = x.detach().to(torch::kFloat).flatten(1);
+  // The field (distances, kernels, normalisations) is computed in float32, also in bf16 training.
+  const compat::AutocastScope float32(device.type(), /*enabled=*/false);
+  const auto generated = x.detach().flatten(1);
   auto v = torch::empty_like(generated);
   std::vector<double> raw(temperatures_.size(), 0.0);
   const bool guided = labelled && options_.n_unc > 0 && unconditional.defined();

@@ -50,6 +50,9 @@ std::pair<torch::Tensor, torch::Tensor> jvp(const TensorFunction& f, const std::
                                             const std::vector<torch::Tensor>& tangents, JvpMode mode,
                                             bool create_graph) {
   TORCH_CHECK(primals.size() == tangents.size(), "jvp: ", primals.size(), " primals but ", tangents.size(), " tangents");
+  TORCH_CHECK(!primals.empty(), "jvp: no primals");
+  // JVPs run in float32 even inside a bf16 training step (train.precision).
+  compat::AutocastScope float32(primals.front().device().type(), /*enabled=*/false);
   if (mode == JvpMode::Forward) return forward_mode_jvp(f, primals, tangents, create_graph);
   return double_backward_jvp(f, primals, tangents, create_graph);
 }

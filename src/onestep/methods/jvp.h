@@ -4,6 +4,7 @@
 // J v = d/dw <J^T w, v> with two reverse passes, for ops that lack a forward-mode formula.
 // The primal output keeps its autograd graph (losses differentiate through it); the tangent
 // output keeps its graph only with `create_graph` (TVM differentiates through the JVP).
+// Autocast is off inside: JVPs run in float32 even in a bf16 training step.
 #pragma once
 
 #include <torch/torch.h>

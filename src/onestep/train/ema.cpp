@@ -20,18 +20,17 @@ Ema::Ema(ModuleSet shadow, const ModuleSet& live, double decay) : shadow_(std::m
     for (auto& p : module.parameters()) p.set_requires_grad(false);
     module.eval();
   }
+  shadow_parameters_ = FlatParameters(shadow_.named_parameters(), /*with_grads=*/false);
 }
 
-void Ema::update(const ModuleSet& live) {
+void Ema::update(const ModuleSet& live, const FlatParameters& live_parameters) {
   torch::NoGradGuard no_grad;
+  if (live_parameters.numel() != shadow_parameters_.numel())
+    throw std::logic_error("Ema::update: the live parameters do not match the shadow modules");
+  if (shadow_parameters_.numel() > 0) shadow_parameters_.data().lerp_(live_parameters.data(), 1.0 - decay_);
   for (size_t m = 0; m < live.items().size(); ++m) {
-    const auto& from = *live.items()[m].second;
-    auto& to = *shadow_.items()[m].second;
-    const auto live_params = from.parameters();
-    auto shadow_params = to.parameters();
-    for (size_t i = 0; i < shadow_params.size(); ++i) shadow_params[i].lerp_(live_params[i], 1.0 - decay_);
-    const auto live_buffers = from.buffers();
-    auto shadow_buffers = to.buffers();
+    const auto live_buffers = live.items()[m].second->buffers();
+    auto shadow_buffers = shadow_.items()[m].second->buffers();
     for (size_t i = 0; i < shadow_buffers.size(); ++i) shadow_buffers[i].copy_(live_buffers[i]);
   }
 }

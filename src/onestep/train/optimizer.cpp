@@ -1,6 +1,8 @@
 // Adam/AdamW, learning-rate warm-up and gradient clipping (see optimizer.h).
 #include "onestep/train/optimizer.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -8,47 +10,78 @@
 
 namespace onestep {
 
+namespace {
+
+// Adam's update as one pass over float32 CPU buffers (the same arithmetic as the generic path,
+// in float): reads each element of p, g, m and v once.
+void adam_update_cpu_float(const torch::Tensor& param, const torch::Tensor& grad, const torch::Tensor& exp_avg,
+                           const torch::Tensor& exp_avg_sq, const AdamOptions& options, double lr, double bias1,
+                           double bias2) {
+  float* p = param.data_ptr<float>();
+  const float* g = grad.data_ptr<float>();
+  float* m = exp_avg.data_ptr<float>();
+  float* v = exp_avg_sq.data_ptr<float>();
+  const float beta1 = static_cast<float>(options.beta1), beta2 = static_cast<float>(options.beta2);
+  const float one_minus_beta1 = static_cast<float>(1.0 - options.beta1);
+  const float one_minus_beta2 = static_cast<float>(1.0 - options.beta2);
+  const float coupled_decay = options.decoupled ? 0.0f : static_cast<float>(options.weight_decay);
+  const float decoupled_keep = options.decoupled ? static_cast<float>(1.0 - lr * options.weight_decay) : 1.0f;
+  const float inv_bias2 = static_cast<float>(1.0 / bias2), eps = static_cast<float>(options.eps);
+  const float step_size = static_cast<float>(lr / bias1);
+  at::parallel_for(0, param.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float gi = g[i] + coupled_decay * p[i];
+      const float pi = p[i] * decoupled_keep;
+      m[i] = beta1 * m[i] + one_minus_beta1 * gi;
+      v[i] = beta2 * v[i] + one_minus_beta2 * gi * gi;
+      p[i] = pi - step_size * m[i] / (std::sqrt(v[i] * inv_bias2) + eps);
+    }
+  });
+}
+
+}  // namespace
+
 Adam::Adam(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamOptions options)
     : params_(std::move(named_parameters)), options_(options) {
-  for (const auto& [name, p] : params_) {
-    exp_avg_.push_back(torch::zeros_like(p));
-    exp_avg_sq_.push_back(torch::zeros_like(p));
-  }
+  exp_avg_ = torch::zeros_like(params_.data());
+  exp_avg_sq_ = torch::zeros_like(params_.data());
 }
 
 void Adam::zero_grad() {
-  for (auto& [name, p] : params_)
-    if (p.grad().defined()) p.mutable_grad().zero_();
+  if (params_.numel() > 0) params_.grad().zero_();
 }
 
 void Adam::step(double lr) {
+  if (params_.numel() == 0) return;
   torch::NoGradGuard no_grad;
   ++step_count_;
   const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
   const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_count_));
-  for (size_t i = 0; i < params_.size(); ++i) {
-    auto& p = params_[i].second;
-    if (!p.grad().defined()) continue;
-    auto grad = p.grad();
-    if (options_.weight_decay != 0.0) {
-      if (options_.decoupled) {
-        p.mul_(1.0 - lr * options_.weight_decay);
-      } else {
-        grad = grad + options_.weight_decay * p;
-      }
-    }
-    exp_avg_[i].mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
-    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-    const auto denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(options_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -lr / bias1);
+  const auto& p = params_.data();
+  auto grad = params_.grad();
+  if (p.device().is_cpu() && p.scalar_type() == torch::kFloat) {
+    adam_update_cpu_float(p, grad, exp_avg_, exp_avg_sq_, options_, lr, bias1, bias2);
+    return;
   }
+  if (options_.weight_decay != 0.0) {
+    if (options_.decoupled) {
+      p.mul_(1.0 - lr * options_.weight_decay);
+    } else {
+      grad = grad + options_.weight_decay * p;
+    }
+  }
+  exp_avg_.mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
+  exp_avg_sq_.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+  const auto denom = (exp_avg_sq_ / bias2).sqrt_().add_(options_.eps);
+  p.addcdiv_(exp_avg_, denom, -lr / bias1);
 }
 
 std::map<std::string, torch::Tensor> Adam::state() const {
   std::map<std::string, torch::Tensor> out;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    out[params_[i].first + ".exp_avg"] = exp_avg_[i];
-    out[params_[i].first + ".exp_avg_sq"] = exp_avg_sq_[i];
+  const auto averages = params_.slices(exp_avg_), squares = params_.slices(exp_avg_sq_);
+  for (size_t i = 0; i < averages.size(); ++i) {
+    out[params_.named()[i].first + ".exp_avg"] = averages[i];
+    out[params_.named()[i].first + ".exp_avg_sq"] = squares[i];
   }
   out["step"] = torch::tensor({step_count_}, torch::kLong);
   return out;
@@ -64,9 +97,10 @@ void Adam::load_state(const std::map<std::string, torch::Tensor>& state, const s
                       ", expected " + c10::str(like.sizes()));
     return it->second;
   };
-  for (size_t i = 0; i < params_.size(); ++i) {
-    exp_avg_[i].copy_(fetch(params_[i].first + ".exp_avg", exp_avg_[i]));
-    exp_avg_sq_[i].copy_(fetch(params_[i].first + ".exp_avg_sq", exp_avg_sq_[i]));
+  const auto averages = params_.slices(exp_avg_), squares = params_.slices(exp_avg_sq_);
+  for (size_t i = 0; i < averages.size(); ++i) {
+    averages[i].copy_(fetch(params_.named()[i].first + ".exp_avg", averages[i]));
+    squares[i].copy_(fetch(params_.named()[i].first + ".exp_avg_sq", squares[i]));
   }
   step_count_ = fetch("step", torch::zeros({1})).item<int64_t>();
 }
@@ -78,18 +112,12 @@ double LearningRateSchedule::at(int64_t step) const {
   return 0.5 * lr * (1.0 + std::cos(M_PI * progress));
 }
 
-double clip_gradients(const std::vector<torch::Tensor>& params, double max_norm) {
+double clip_gradients(FlatParameters& params, double max_norm) {
+  if (params.numel() == 0) return 0.0;
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> norms;
-  for (const auto& p : params)
-    if (p.grad().defined()) norms.push_back(p.grad().pow(2).sum());
-  if (norms.empty()) return 0.0;
-  const double norm = std::sqrt(torch::stack(norms).sum().item<double>());
-  if (max_norm > 0 && norm > max_norm) {
-    const double scale = max_norm / (norm + 1e-6);
-    for (const auto& p : params)
-      if (p.grad().defined()) p.grad().mul_(scale);
-  }
+  const auto& grad = params.grad();
+  const double norm = grad.norm().item<double>();
+  if (max_norm > 0 && norm > max_norm) grad.mul_(max_norm / (norm + 1e-6));
   return norm;
 }
 

@@ -1,7 +1,8 @@
 // Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) with bias correction, written
 // out so that its whole state is plain named tensors (checkpointed as optimizer.*), identical
-// on every LibTorch version; and the learning-rate schedule (linear warm-up, then constant or
-// cosine decay to zero).
+// on every LibTorch version, and run over flat buffers (flat_parameters.h): one fused pass on
+// CPU float32, a few whole-buffer operations elsewhere; gradient clipping over the same buffer;
+// and the learning-rate schedule (linear warm-up, then constant or cosine decay to zero).
 #pragma once
 
 #include <torch/torch.h>
@@ -9,6 +10,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include "onestep/train/flat_parameters.h"
 
 namespace onestep {
 
@@ -23,11 +26,13 @@ struct AdamOptions {
 
 class Adam {
  public:
+  // The parameters become views of one buffer (FlatParameters); their gradients too.
   Adam(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamOptions options);
   // One update with learning rate `lr` from the parameters' .grad().
   void step(double lr);
   void zero_grad();
   int64_t step_count() const { return step_count_; }
+  FlatParameters& parameters() { return params_; }
 
   // State as named tensors: "<param>.exp_avg", "<param>.exp_avg_sq" and "step".
   std::map<std::string, torch::Tensor> state() const;
@@ -35,8 +40,8 @@ class Adam {
   void load_state(const std::map<std::string, torch::Tensor>& state, const std::string& origin);
 
  private:
-  std::vector<std::pair<std::string, torch::Tensor>> params_;
-  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  FlatParameters params_;
+  torch::Tensor exp_avg_, exp_avg_sq_;  // laid out like params_.data()
   AdamOptions options_;
   int64_t step_count_ = 0;
 };
@@ -50,8 +55,8 @@ struct LearningRateSchedule {
   double at(int64_t step) const;
 };
 
-// Scales gradients so that their global L2 norm is at most max_norm (0: no clipping);
+// Scales the gradients so that their global L2 norm is at most max_norm (0: no clipping);
 // returns the norm before clipping.
-double clip_gradients(const std::vector<torch::Tensor>& params, double max_norm);
+double clip_gradients(FlatParameters& params, double max_norm);
 
 }  // namespace onestep

@@ -9,8 +9,9 @@
 #include <fstream>
 #include <optional>
 
-#include "onestep/core/file_io.h"
+#include "onestep/core/compat.h"
 #include "onestep/core/error.h"
+#include "onestep/core/file_io.h"
 #include "onestep/core/image_io.h"
 #include "onestep/core/progress.h"
 #include "onestep/core/runtime.h"
@@ -74,6 +75,7 @@ class Trainer {
   LearningRateSchedule schedule_;
   torch::Generator gen_;
   int64_t start_step_ = 0, steps_, batch_size_, log_every_;
+  bool bf16_ = false;  // train.precision
   int64_t nonfinite_in_a_row_ = 0, nonfinite_total_ = 0;
   // Sums since the last record.
   double loss_sum_ = 0, grad_norm_sum_ = 0;
@@ -92,6 +94,8 @@ Trainer::Trainer(const TrainRequest& request)
   batch_size_ = config_.get_int("train.batch_size");
   log_every_ = config_.get_int("train.log_every");
   config_.validate();
+  bf16_ = config_.get_string("train.precision") == "bf16";
+  compat::allow_tf32(config_.get_bool("train.tf32"));
   const auto seed = static_cast<uint64_t>(config_.get_int("train.seed"));
   torch::manual_seed(seed);  // module initialisation
   dataset_ = make_dataset(config_);
@@ -99,12 +103,14 @@ Trainer::Trainer(const TrainRequest& request)
   data_info_ = {dataset_->sample_shape(), dataset_->num_classes(), data_std(*dataset_, seed)};
   modules_ = method_->build_modules(config_, data_info_);
   modules_.to(device_);
-  ema_ = std::make_unique<Ema>(method_->build_modules(config_, data_info_), modules_, config_.get_float("train.ema_decay"));
-  ema_->modules().to(device_);
-  if (method_->target_ema_decay() > 0) {
-    target_ema_ = std::make_unique<Ema>(method_->build_modules(config_, data_info_), modules_, method_->target_ema_decay());
-    target_ema_->modules().to(device_);
-  }
+  const auto shadow_modules = [&] {
+    ModuleSet shadow = method_->build_modules(config_, data_info_);
+    shadow.to(device_);
+    return shadow;
+  };
+  ema_ = std::make_unique<Ema>(shadow_modules(), modules_, config_.get_float("train.ema_decay"));
+  if (method_->target_ema_decay() > 0)
+    target_ema_ = std::make_unique<Ema>(shadow_modules(), modules_, method_->target_ema_decay());
   for (const auto& spec : method_->frozen_modules()) {
     frozen_[spec.name] = load_frozen_module(spec);
     frozen_[spec.name]->to(device_);
@@ -141,14 +147,16 @@ void Trainer::step_once(int64_t step) {
   Batch batch = method_->training_batch(*dataset_, batch_size_, gen_);
   batch.x = batch.x.to(device_);
   if (batch.y.defined()) batch.y = batch.y.to(device_);
-  const LossOutput out =
-      method_->loss({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, gen_}, batch);
+  const LossOutput out = [&] {
+    const compat::AutocastScope autocast(device_.type(), bf16_);
+    return method_->loss({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, gen_}, batch);
+  }();
   const double loss = out.loss.item<double>();
   double grad_norm = NAN;
   if (std::isfinite(loss)) {
     optimizer_->zero_grad();
     out.loss.backward();
-    grad_norm = clip_gradients(modules_.parameters(), config_.get_float("train.grad_clip"));
+    grad_norm = clip_gradients(optimizer_->parameters(), config_.get_float("train.grad_clip"));
   }
   if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
     ++nonfinite_total_;
@@ -160,8 +168,8 @@ void Trainer::step_once(int64_t step) {
   }
   nonfinite_in_a_row_ = 0;
   optimizer_->step(schedule_.at(step));
-  ema_->update(modules_);
-  if (target_ema_) target_ema_->update(modules_);
+  ema_->update(modules_, optimizer_->parameters());
+  if (target_ema_) target_ema_->update(modules_, optimizer_->parameters());
   loss_sum_ += loss;
   grad_norm_sum_ += grad_norm;
   for (const auto& [name, value] : out.parts) part_sums_[name] += value.item<double>();
@@ -215,12 +223,11 @@ void Trainer::write_picture(int64_t step) {
 }
 
 void Trainer::save(int64_t step) {
-  for (const auto& p : modules_.parameters()) {
-    if (!torch::isfinite(p).all().item<bool>()) {
-      std::fprintf(stderr, "warning: step %lld: non-finite weights; the checkpoint of an earlier step is kept\n",
-                   static_cast<long long>(step));
-      return;
-    }
+  const auto& weights = optimizer_->parameters();
+  if (weights.numel() > 0 && !torch::isfinite(weights.data()).all().item<bool>()) {
+    std::fprintf(stderr, "warning: step %lld: non-finite weights; the checkpoint of an earlier step is kept\n",
+                 static_cast<long long>(step));
+    return;
   }
   save_checkpoint((out_dir_ / kCheckpointFileName).string(),
                   {config_, step, dataset_->sample_shape(), dataset_->num_classes(), modules_, ema_->modules(),
