@@ -31,6 +31,8 @@ using namespace onestep;
 
 namespace {
 
+constexpr int64_t kMaxBenchRepetitions = 1000000;  // bounds --warmup and --iters
+
 std::string default_run_dir(const Config& config) {
   std::string data = config.get_string("data.name");
   for (char& ch : data)
@@ -212,10 +214,10 @@ int main(int argc, char** argv) {
   auto* bench_cmd = app.add_subcommand("bench", "time the training step and sampling of a config; prints JSON");
   bench_cmd->add_option("-c,--config", config_file, "TOML config file")->check(CLI::ExistingFile);
   bench_cmd->add_option("--warmup", bench_options.warmup, "untimed steps (and sampler calls) before timing")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(int64_t{0}, kMaxBenchRepetitions))
       ->capture_default_str();
   bench_cmd->add_option("--iters", bench_options.iters, "timed repetitions; the report gives their median")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(int64_t{1}, kMaxBenchRepetitions))
       ->capture_default_str();
   bench_cmd->add_option("--json", json_file, "write the JSON report to this file instead of stdout");
   bench_cmd->add_option("overrides", overrides, "config overrides section.key=value");

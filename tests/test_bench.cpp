@@ -85,8 +85,12 @@ TEST(Bench, PrintsJsonOnStdoutForAnImageConfig) {
 }
 
 TEST(Bench, BadInputExitsWithStatus2) {
-  for (const std::string args : {"bench --iters 0", "bench --warmup -1", "bench model.widht=3",
-                                 "bench train.batch_size=0", "bench -c /nonexistent.toml",
+  // Flags (CLI11 adds a "Run with --help" line) and config keys or values (one line).
+  for (const std::string args : {"bench --iters 0", "bench --warmup -1", "bench -c /nonexistent.toml"}) {
+    const auto result = run_onestep(args);
+    EXPECT_EQ(result.status, 2) << args << "\n" << result.out;
+  }
+  for (const std::string args : {"bench model.widht=3", "bench train.batch_size=0",
                                  "bench --iters 1 --json /nonexistent-dir/x.json model.width=8 model.depth=1"}) {
     const auto result = run_onestep(args);
     EXPECT_EQ(result.status, 2) << args << "\n" << result.out;

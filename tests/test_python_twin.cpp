@@ -60,8 +60,11 @@ std::string shipped(const std::string& config, const std::string& overrides) {
 }
 
 const std::string kSmallUnet = "train.batch_size=8 model.channels=8 model.emb_dim=16 model.heads=2";
+// The DiT on Fashion-MNIST; MeanFlow with CFG folded into training and the adaptive weight.
 const std::string kSmallDit =
-    "train.batch_size=8 model.name=dit model.width=32 model.depth=2 model.heads=2 model.patch_size=7";
+    "data.name=fashion-mnist train.batch_size=8 model.name=dit model.width=32 model.depth=2 model.heads=2 "
+    "model.patch_size=7";
+const std::string kGuidedMeanFlow = " method.name=meanflow method.cfg_omega=2 method.adaptive_p=1 method.ratio=0.25";
 
 INSTANTIATE_TEST_SUITE_P(
     Networks, PythonTwin,
@@ -69,8 +72,8 @@ INSTANTIATE_TEST_SUITE_P(
                       TwinCase{"ResidualFourierMlpMeanFlow", shipped("toy/meanflow-checkerboard.toml", "model.width=32")},
                       TwinCase{"UnetFm", shipped("fmnist/fm.toml", kSmallUnet)},
                       TwinCase{"UnetMeanFlow", shipped("fmnist/meanflow.toml", kSmallUnet)},
-                      TwinCase{"DitFm", shipped("fmnist/fm.toml", kSmallDit)},
-                      TwinCase{"DitMeanFlow", shipped("fmnist/meanflow.toml", kSmallDit)}),
+                      TwinCase{"DitFm", kSmallDit + " method.name=fm"},
+                      TwinCase{"DitMeanFlow", kSmallDit + kGuidedMeanFlow}),
     [](const ::testing::TestParamInfo<TwinCase>& info) { return info.param.name; });
 
 }  // namespace

@@ -24,6 +24,7 @@ TrainingState::TrainingState(const Config& config)
       gen_(at::detail::createCPUGenerator(static_cast<uint64_t>(config_.get_int("train.seed")))),
       batch_size_(config_.get_int("train.batch_size")),
       grad_clip_(config_.get_float("train.grad_clip")) {
+  config_.validate();
   const auto seed = static_cast<uint64_t>(config_.get_int("train.seed"));
   torch::manual_seed(seed);  // module initialisation
   dataset_ = make_dataset(config_);

@@ -27,7 +27,7 @@ struct StepOutcome {
 
 class TrainingState {
  public:
-  // Builds everything from a validated config, initialised from train.seed, on train.device.
+  // Validates the config and builds everything, initialised from train.seed, on train.device.
   explicit TrainingState(const Config& config);
 
   // One training step at 0-based index `step` (sets the learning rate of the schedule):
