@@ -10,8 +10,8 @@
 #
 # Without configs: fm and meanflow on the toy mlp (checkerboard, batch 256, one thread) and on
 # the Fashion-MNIST U-Net and DiT (configs/fmnist/*.toml; the DiT of width 256, depth 6, patch 2
-# that issue 12 measured; batch 16 on cpu, 256 on cuda).
-# Environment: ROUNDS (3), WARMUP (3), ITERS (15; 5 for the image networks on cpu), PYTHON
+# that issue 12 measured; batch 8 on cpu, 256 on cuda).
+# Environment: ROUNDS (3), WARMUP (2), ITERS (15; 5 for the image networks on cpu), PYTHON
 # (/usr/bin/python3: Debian's python3-torch), OUT (a temporary folder: the JSON reports).
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -21,14 +21,14 @@ fi
 build=$1 device=$2
 shift 2
 here=$(cd "$(dirname "$0")/.." && pwd)
-rounds=${ROUNDS:-3} warmup=${WARMUP:-3} python=${PYTHON:-/usr/bin/python3}
+rounds=${ROUNDS:-3} warmup=${WARMUP:-2} python=${PYTHON:-/usr/bin/python3}
 out=$(realpath -m "${OUT:-$(mktemp -d)}")
 mkdir -p "$out"
 cd "$here"
 
 configs=("$@")
 if [ ${#configs[@]} -eq 0 ]; then
-  if [ "$device" = cpu ]; then image_batch=16 image_iters=${ITERS:-5}; else image_batch=256 image_iters=${ITERS:-15}; fi
+  if [ "$device" = cpu ]; then image_batch=8 image_iters=${ITERS:-5}; else image_batch=256 image_iters=${ITERS:-15}; fi
   toy="train.batch_size=256 train.threads=1 --iters ${ITERS:-15}"
   images="train.batch_size=$image_batch --iters $image_iters"
   # The DiT runs the Fashion-MNIST configs with their U-Net keys left out (they do not apply).
