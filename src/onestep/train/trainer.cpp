@@ -3,7 +3,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +12,6 @@
 #include "onestep/core/error.h"
 #include "onestep/core/image_io.h"
 #include "onestep/core/progress.h"
-#include "onestep/core/runtime.h"
 #include "onestep/eval/evaluate.h"
 #include "onestep/eval/sample_picture.h"
 #include "onestep/methods/method.h"
