@@ -84,6 +84,10 @@ def sampling_ms(report, nfe):
     return next(s["ms_per_batch"] for s in report["sampling"] if s["nfe"] == nfe)
 
 
+def milliseconds(value):
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
 def measures(report):
     return {"step": report["train_step_ms"], "nfe1": sampling_ms(report, 1), "latency": report["latency_1nfe_batch1_ms"]}
 
@@ -107,7 +111,7 @@ for label in labels:
         a = [measures(o)[key] for o in ours]
         b = [measures(t)[key] for t in twin]
         ratio = statistics.median(x / y for x, y in zip(a, b))
-        row += [f"{statistics.median(a):.3g}", f"{statistics.median(b):.3g}", f"**{ratio:.2f}**"]
+        row += [milliseconds(statistics.median(a)), milliseconds(statistics.median(b)), f"**{ratio:.2f}**"]
     print("| " + " | ".join(row) + " |")
 print()
 print(f"JSON reports: {out}")
