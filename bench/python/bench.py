@@ -46,7 +46,7 @@ def read_config(args):
         key, _, value = assignment.partition("=")
         section, _, name = key.partition(".")
         if section not in cfg or name not in cfg[section]:
-            fail(f"unknown key '{key}'")
+            fail(f"key '{key}' is not in the resolved config (overrides can change its keys, not add any)")
         old = cfg[section][name]
         if isinstance(old, bool):
             cfg[section][name] = value == "true"
@@ -135,8 +135,11 @@ def main():
     device = torch.device(device_name)
 
     torch.manual_seed(train["seed"])
-    data = make_dataset(cfg["data"])
-    method = METHODS[method_name](cfg["method"])
+    try:
+        data = make_dataset(cfg["data"])
+        method = METHODS[method_name](cfg["method"])
+    except (OSError, ValueError) as err:
+        fail(str(err))
     net = NETWORKS[network_name](data.shape, data.num_classes, cfg["model"]).to(device)
     shadow = NETWORKS[network_name](data.shape, data.num_classes, cfg["model"]).to(device)
     null = data.num_classes

@@ -33,13 +33,13 @@ class FashionMnist:
 
     def __init__(self, folder, hflip):
         if hflip:
-            raise SystemExit("bench/python: data.hflip is not mirrored")
+            raise ValueError("bench/python: data.hflip is not mirrored")
 
         def find(stem):
             for name in (stem, stem + ".gz"):
                 if os.path.exists(os.path.join(folder, name)):
                     return os.path.join(folder, name)
-            raise SystemExit(f"bench/python: {stem} not found in {folder}")
+            raise ValueError(f"bench/python: {stem} not found in {folder}")
         self.images = read_idx(find("train-images-idx3-ubyte")).unsqueeze(1)
         self.labels = read_idx(find("train-labels-idx1-ubyte")).long()
 
@@ -54,4 +54,4 @@ def make_dataset(cfg):
         return Checkerboard()
     if name == "fashion-mnist":
         return FashionMnist(cfg["path"], cfg["hflip"])
-    raise SystemExit(f"bench/python: data.name = {name} is not mirrored (checkerboard, fashion-mnist)")
+    raise ValueError(f"bench/python: data.name = {name} is not mirrored (checkerboard, fashion-mnist)")

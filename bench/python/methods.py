@@ -59,7 +59,7 @@ class FlowMatching:
         self.label_dropout = cfg["label_dropout"]
         self.cfg_scale = cfg["cfg_scale"]
         if cfg["sampler"] != "euler":
-            raise SystemExit("bench/python: only the euler sampler of fm is mirrored")
+            raise ValueError("bench/python: only the euler sampler of fm is mirrored")
 
     def loss(self, net, null, x, y, gen):
         t = self.times.draw(x.size(0), gen).to(x.device)
@@ -95,7 +95,7 @@ class MeanFlow:
         self.omega, self.kappa = cfg["cfg_omega"], cfg["cfg_kappa"]
         self.t_lo, self.t_hi = cfg["cfg_t_lo"], cfg["cfg_t_hi"]
         if cfg["jvp"] != "forward" or cfg["tangent"] != "v,0,1":
-            raise SystemExit("bench/python: only method.jvp = forward with tangent v,0,1 is mirrored")
+            raise ValueError("bench/python: only method.jvp = forward with tangent v,0,1 is mirrored")
 
     def time_pair(self, n, gen):
         a, b = self.times.draw(n, gen), self.times.draw(n, gen)
