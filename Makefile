@@ -1,10 +1,12 @@
 # The README's two commands: `make demo` and `make test`. Both install what is missing
-# (scripts/install-deps.sh), configure and build in Release, then run.
+# (scripts/install-deps.sh), configure and build in Release, then run. `make bench-compare`
+# times onestep against the Python twin (bench/python) on DEVICE (scripts/bench-compare.sh).
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_ARGS ?=
+DEVICE ?= cpu
 
-.PHONY: deps build demo test bench clean
+.PHONY: deps build demo test bench bench-compare clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -23,6 +25,9 @@ test: build
 
 bench: build
 	./$(BUILD)/onestep_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+
+bench-compare: build
+	bash scripts/bench-compare.sh $(BUILD) $(DEVICE)
 
 clean:
 	rm -rf $(BUILD)

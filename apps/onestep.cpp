@@ -1,4 +1,4 @@
-// The onestep command line: train, sample, eval and info (contract in README.md).
+// The onestep command line: train, sample, eval, bench, evaluator and info (contract in README.md).
 // Bad input of any kind ends with one line on stderr and exit status 2.
 #include <CLI/CLI.hpp>
 
@@ -11,6 +11,7 @@
 #include "onestep/core/compat.h"
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
+#include "onestep/core/file_io.h"
 #include "onestep/core/image_io.h"
 #include "onestep/core/npy.h"
 #include "onestep/core/runtime.h"
@@ -20,6 +21,7 @@
 #include "onestep/eval/sample_picture.h"
 #include "onestep/core/registry.h"
 #include "onestep/methods/method.h"
+#include "onestep/train/benchmark.h"
 #include "onestep/train/checkpoint.h"
 #include "onestep/train/evaluator_training.h"
 #include "onestep/train/trainer.h"
@@ -28,6 +30,8 @@ namespace fs = std::filesystem;
 using namespace onestep;
 
 namespace {
+
+constexpr int64_t kMaxBenchRepetitions = 1000000;  // bounds --warmup and --iters
 
 std::string default_run_dir(const Config& config) {
   std::string data = config.get_string("data.name");
@@ -80,6 +84,23 @@ int run_train(const std::string& config_file, const std::string& out_dir, const 
   if (!request.resume) request.out_dir = out_dir.empty() ? default_run_dir(request.config) : out_dir;
   set_threads(request.config.get_int("train.threads"));
   train(request);
+  return 0;
+}
+
+int run_bench(const std::string& config_file, const BenchOptions& options, const std::string& json_file,
+              const std::vector<std::string>& overrides) {
+  Config config;
+  if (!config_file.empty()) config.apply_toml_file(config_file);
+  for (const auto& assignment : overrides) config.apply_override(assignment);
+  config.validate();
+  set_threads(config.get_int("train.threads"));
+  const std::string json = run_benchmark(config, options).dump();
+  if (json_file.empty()) {
+    std::printf("%s\n", json.c_str());
+  } else {
+    write_file_atomically(json_file, json + "\n");
+    std::printf("wrote %s\n", json_file.c_str());
+  }
   return 0;
 }
 
@@ -188,6 +209,19 @@ int main(int argc, char** argv) {
   train_cmd->add_option("overrides", overrides, "config overrides section.key=value");
   train_cmd->get_option("--out")->excludes("--resume");
 
+  BenchOptions bench_options;
+  std::string json_file;
+  auto* bench_cmd = app.add_subcommand("bench", "time the training step and sampling of a config; prints JSON");
+  bench_cmd->add_option("-c,--config", config_file, "TOML config file")->check(CLI::ExistingFile);
+  bench_cmd->add_option("--warmup", bench_options.warmup, "untimed steps (and sampler calls) before timing")
+      ->check(CLI::Range(int64_t{0}, kMaxBenchRepetitions))
+      ->capture_default_str();
+  bench_cmd->add_option("--iters", bench_options.iters, "timed repetitions; the report gives their median")
+      ->check(CLI::Range(int64_t{1}, kMaxBenchRepetitions))
+      ->capture_default_str();
+  bench_cmd->add_option("--json", json_file, "write the JSON report to this file instead of stdout");
+  bench_cmd->add_option("overrides", overrides, "config overrides section.key=value");
+
   auto* sample_cmd = app.add_subcommand("sample", "generate samples from a checkpoint into .png or .npy");
   sample_cmd->add_option("--ckpt", ckpt, "checkpoint file or run folder")->required();
   sample_cmd->add_option("--nfe", nfe, "network evaluations per sample")->check(CLI::PositiveNumber);
@@ -232,6 +266,7 @@ int main(int argc, char** argv) {
 
   try {
     if (*train_cmd) return run_train(config_file, out_dir, resume_dir, overrides);
+    if (*bench_cmd) return run_bench(config_file, bench_options, json_file, overrides);
     if (*sample_cmd) return run_sample(ckpt, nfe, num, seed, class_label, raw, out_file, overrides);
     if (*eval_cmd) return run_eval(ckpt, nfe_list, eval_num, eval_seed, raw, overrides);
     if (*info_cmd) return run_info(keys, ckpt);

@@ -5,7 +5,6 @@
 // gets far better with more NFE; the shipped configs train on a user's point cloud and on a
 // user's image folder.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
@@ -21,24 +20,13 @@
 #include "test_support.h"
 
 namespace fs = std::filesystem;
-using onestep::testing_support::registered_methods;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string out;  // stdout and stderr together
-};
+using Result = onestep::testing_support::CommandResult;
+using onestep::testing_support::run_onestep;
 
-Result run(const std::string& args) {
-  const std::string command = std::string(ONESTEP_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) out.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+Result run(const std::string& args) { return run_onestep(args); }
 
 class Cli : public ::testing::Test {
  protected:
@@ -181,13 +169,9 @@ TEST_P(MethodRoundTrip, TrainsResumesExactlySamplesAndEvaluates) {
   EXPECT_TRUE(json["results"][1]["head_nfe"].is_number());
 }
 
-INSTANTIATE_TEST_SUITE_P(Registered, MethodRoundTrip, ::testing::ValuesIn(registered_methods()),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string name = info.param;
-                           for (char& ch : name)
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Registered, MethodRoundTrip,
+                         ::testing::ValuesIn(onestep::testing_support::registered_names("method")),
+                         onestep::testing_support::parameter_name);
 
 TEST_F(Cli, FlowMatchingOnCheckerboardImprovesWithNfe) {
   const Result train = run("train method.name=fm data.name=checkerboard train.steps=2000 train.log_every=500 "

@@ -15,7 +15,6 @@
 #include "test_support.h"
 
 using namespace onestep;
-using onestep::testing_support::registered_methods;
 
 namespace {
 
@@ -92,5 +91,5 @@ TEST_P(MethodPrecision, Bf16LossIsCloseToFloat32WithFloat32Gradients) {
     if (p.grad().defined()) EXPECT_EQ(p.grad().scalar_type(), torch::kFloat);
 }
 
-INSTANTIATE_TEST_SUITE_P(Registered, MethodPrecision, ::testing::ValuesIn(registered_methods()),
+INSTANTIATE_TEST_SUITE_P(Registered, MethodPrecision, ::testing::ValuesIn(testing_support::registered_names("method")),
                          [](const auto& info) { return info.param; });

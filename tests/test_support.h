@@ -1,9 +1,11 @@
 // Helpers shared by the tests: a per-test temporary folder, raw file bytes, the message of an
-// expected UserError, a seeded generator and substring search.
+// expected UserError, a seeded generator, substring search, running commands and the onestep binary, and
+// the registered names of a section for tests that iterate a registry.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -59,11 +61,37 @@ inline torch::Generator seeded(uint64_t seed) { return at::detail::createCPUGene
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-// The names of every registered method (tests parameterised over the registry).
-inline std::vector<std::string> registered_methods() {
+// The exit status and output (stdout and stderr together) of a shell command.
+struct CommandResult {
+  int status;
+  std::string out;
+};
+
+inline CommandResult run_command(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  std::string out;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) out.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Runs the onestep binary with `args`.
+inline CommandResult run_onestep(const std::string& args) { return run_command(std::string(ONESTEP_BINARY) + " " + args); }
+
+// The component names registered in `section` ("method", "model", "data"), sorted.
+inline std::vector<std::string> registered_names(const std::string& section) {
   std::vector<std::string> names;
-  for (const auto* info : components("method")) names.push_back(info->name);
+  for (const auto* info : components(section)) names.push_back(info->name);
   return names;
+}
+
+// A test-parameter name for a component name: characters other than letters and digits become '_'.
+inline std::string parameter_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = info.param;
+  for (char& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
 }
 
 }  // namespace onestep::testing_support

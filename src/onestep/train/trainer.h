@@ -1,6 +1,6 @@
-// The training loop: it builds the method's modules (and loads its frozen ones), moves them to
-// the device and owns the optimizer over all of them, learning-rate schedule, gradient
-// clipping, the EMA (and a fast target EMA for methods that ask for one), the non-finite-loss guard, logging to
+// The training loop around TrainingState (training_state.h: the method's modules on the
+// device, frozen modules, optimizer, learning-rate schedule, gradient clipping, the EMA and a
+// fast target EMA for methods that ask for one, and the step itself): the non-finite-loss guard, logging to
 // metrics.jsonl with a progress line, periodic sample pictures, atomic checkpoints, exact
 // resume, and the end-of-run evaluation and report.html. It knows neither which method nor
 // which network it runs.

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""The Python twin of `onestep bench` (issue 12): builds the network, method, Adam and EMA of
+a fully resolved onestep config in plain PyTorch (nets.py, methods.py, training.py, data.py)
+and prints the same JSON keys as `onestep bench`, with "tool": "python-twin".
+
+    python3 bench/python/bench.py --from-onestep REPORT.json [--warmup N] [--iters N] [--json FILE]
+    python3 bench/python/bench.py -c RUN/config.toml [section.key=value ...]
+
+The config must be fully resolved (every key written out): the "config" of an `onestep bench`
+report, or a run folder's config.toml; the twin has no defaults of its own. Bad input exits
+with status 2. Runs on PyTorch 1.13 (Debian's python3-torch: /usr/bin/python3) and 2.x."""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+import tomllib
+
+import torch
+
+from data import make_dataset
+from methods import METHODS
+from nets import NETWORKS
+from training import TrainingState
+
+SAMPLING_NFE = (1, 2, 4)
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_config(args):
+    if args.from_onestep:
+        with open(args.from_onestep) as f:
+            text = json.load(f)["config"]
+    else:
+        with open(args.config) as f:
+            text = f.read()
+    cfg = tomllib.loads(text)
+    for assignment in args.overrides:
+        key, _, value = assignment.partition("=")
+        section, _, name = key.partition(".")
+        if section not in cfg or name not in cfg[section]:
+            fail(f"key '{key}' is not in the resolved config (overrides can change its keys, not add any)")
+        old = cfg[section][name]
+        if isinstance(old, bool):
+            cfg[section][name] = value == "true"
+        elif isinstance(old, (int, float)):
+            cfg[section][name] = type(old)(float(value)) if isinstance(old, int) else float(value)
+        else:
+            cfg[section][name] = value
+    return cfg, text
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, warmup, iters, device):
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def bf16_unavailable(device):
+    if device.type == "cuda":
+        return ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "" if " avx512_bf16" in line else "the CPU lacks avx512_bf16"
+    except OSError:
+        pass
+    return "no /proc/cpuinfo flags to check for avx512_bf16"
+
+
+def peak_memory(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocator_peak"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "cpu_peak_rss"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-onestep", help="an `onestep bench` JSON report: bench its config")
+    source.add_argument("-c", "--config", help="a fully resolved onestep config (a run's config.toml)")
+    parser.add_argument("--warmup", type=int, help="untimed steps and sampler calls before timing "
+                        "(default: the onestep report's)")
+    parser.add_argument("--iters", type=int, help="timed repetitions; the report gives their median "
+                        "(default: the onestep report's)")
+    parser.add_argument("--json", help="write the report to this file instead of stdout")
+    parser.add_argument("overrides", nargs="*", help="config overrides section.key=value")
+    try:
+        args = parser.parse_args()
+    except SystemExit as exit_:
+        sys.exit(0 if exit_.code == 0 else 2)
+    try:
+        cfg, text = read_config(args)
+        if args.from_onestep:
+            with open(args.from_onestep) as f:
+                onestep = json.load(f)
+            args.warmup = onestep["warmup"] if args.warmup is None else args.warmup
+            args.iters = onestep["iters"] if args.iters is None else args.iters
+    except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as err:
+        fail(f"config: {err}")
+    if args.warmup is None or args.iters is None:
+        fail("--warmup and --iters are needed with -c")
+    if args.warmup < 0 or args.iters < 1:
+        fail("--warmup must be >= 0 and --iters >= 1")
+    train = cfg["train"]
+    method_name, network_name = cfg["method"]["name"], cfg["model"]["name"]
+    if method_name not in METHODS or network_name not in NETWORKS:
+        fail(f"method {method_name} on {network_name} is not mirrored (methods: fm, meanflow; "
+             "networks: mlp, unet, dit)")
+    threads = train["threads"] or os.cpu_count()
+    torch.set_num_threads(threads)
+    device_name = train["device"]
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+
+    torch.manual_seed(train["seed"])
+    try:
+        data = make_dataset(cfg["data"])
+        method = METHODS[method_name](cfg["method"])
+    except (OSError, ValueError) as err:
+        fail(str(err))
+    net = NETWORKS[network_name](data.shape, data.num_classes, cfg["model"]).to(device)
+    shadow = NETWORKS[network_name](data.shape, data.num_classes, cfg["model"]).to(device)
+    null = data.num_classes
+    state = TrainingState(method, net, shadow, null, data, cfg, device)
+    batch = train["batch_size"]
+    report = {
+        "tool": "python-twin", "torch": torch.__version__, "method": method_name, "network": network_name,
+        "data": cfg["data"]["name"], "parameters": sum(p.numel() for p in net.parameters()), "batch": batch,
+        "device": str(device), "threads": torch.get_num_threads(), "warmup": args.warmup, "iters": args.iters,
+    }
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    net.train()
+    step = 0
+    report["loss_step0"] = state.step(step)
+    step += 1
+
+    def train_step():
+        nonlocal step
+        if not math.isfinite(state.step(step)):
+            raise SystemExit(f"bench/python: step {step + 1} had a non-finite loss")
+        step += 1
+    step_ms = median_ms(train_step, max(args.warmup - 1, 0), args.iters, device)
+    report["train_step_ms"] = step_ms
+    report["train_samples_per_s"] = batch / (step_ms / 1000.0)
+    report["peak_memory_mib"], report["peak_memory_kind"] = peak_memory(device)
+
+    sampler_net = state.ema.shadow
+    sampler_net.eval()
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(batch, *data.shape, generator=gen).to(device)
+    labels = (torch.arange(batch) % data.num_classes).to(device) if data.num_classes else None
+    report["sampling"] = []
+    for nfe in SAMPLING_NFE:
+        ms = median_ms(lambda: method.sample(sampler_net, null, z, labels, nfe), args.warmup, args.iters, device)
+        report["sampling"].append({"nfe": nfe, "ms_per_batch": ms, "samples_per_s": batch / (ms / 1000.0)})
+
+    def latency(dtype):
+        with torch.inference_mode():
+            z1 = torch.randn(1, *data.shape, generator=torch.Generator().manual_seed(0)).to(device).to(dtype)
+            y1 = torch.zeros(1, dtype=torch.long, device=device) if data.num_classes else None
+            return median_ms(lambda: method.sample(sampler_net, null, z1, y1, 1), args.warmup, args.iters, device)
+    report["latency_1nfe_batch1_ms"] = latency(torch.float32)
+    unavailable = bf16_unavailable(device)
+    if unavailable:
+        report["latency_1nfe_batch1_bf16_ms"], report["bf16_note"] = None, unavailable
+    else:
+        sampler_net.to(torch.bfloat16)
+        report["latency_1nfe_batch1_bf16_ms"] = latency(torch.bfloat16)
+        report["bf16_note"] = "weights and activations in bfloat16"
+    report["config"] = text
+    out = json.dumps(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(out + "\n")
+        print(f"wrote {args.json}")
+    else:
+        print(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# `make bench-compare`: onestep's `bench` against the Python twin (bench/python) on the same
+# configs, back to back and interleaved (onestep, twin, onestep, twin, ... for ROUNDS rounds),
+# then a table of medians and of the median per-round ratio onestep / Python for the training
+# step, 1-NFE sampling at the training batch and the batch-1 one-step latency (below 1: onestep
+# is faster). Fails loudly when a twin's parameter count differs from onestep's, or when its
+# step-0 loss is more than 20% away (initialisations differ, the losses' scale does not).
+#
+#   scripts/bench-compare.sh BUILD_DIR DEVICE [LABEL='onestep bench arguments' ...]
+#
+# Without configs: fm and meanflow on the toy mlp (checkerboard, batch 256, one thread) and on
+# the Fashion-MNIST U-Net and DiT (configs/fmnist/*.toml; the DiT of width 256, depth 6, patch 2
+# that issue 12 measured; batch 8 on cpu, 256 on cuda).
+# Environment: ROUNDS (3), WARMUP (2), ITERS (15; 5 for the image networks on cpu), PYTHON
+# (/usr/bin/python3: Debian's python3-torch), OUT (a temporary folder: the JSON reports).
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 BUILD_DIR DEVICE [LABEL='onestep bench arguments' ...]" >&2
+  exit 2
+fi
+build=$1 device=$2
+shift 2
+here=$(cd "$(dirname "$0")/.." && pwd)
+rounds=${ROUNDS:-3} warmup=${WARMUP:-2} python=${PYTHON:-/usr/bin/python3}
+out=$(realpath -m "${OUT:-$(mktemp -d)}")
+mkdir -p "$out"
+cd "$here"
+
+configs=("$@")
+if [ ${#configs[@]} -eq 0 ]; then
+  if [ "$device" = cpu ]; then image_batch=8 image_iters=${ITERS:-5}; else image_batch=256 image_iters=${ITERS:-15}; fi
+  toy="train.batch_size=256 train.threads=1 --iters ${ITERS:-15}"
+  images="train.batch_size=$image_batch --iters $image_iters"
+  # The DiT runs the Fashion-MNIST configs with their U-Net keys left out (they do not apply).
+  for method in fm meanflow; do
+    awk '/^\[/ { model = ($0 == "[model]") } !model || /^\[/ || /^name *=/' \
+      "configs/fmnist/$method.toml" > "$out/dit-$method.toml"
+  done
+  dit="model.name=dit model.width=256 model.depth=6 model.heads=4 model.patch_size=2"
+  configs=(
+    "mlp-fm=-c configs/toy/fm-checkerboard.toml $toy"
+    "mlp-meanflow=-c configs/toy/meanflow-checkerboard.toml $toy"
+    "unet-fm=-c configs/fmnist/fm.toml $images"
+    "unet-meanflow=-c configs/fmnist/meanflow.toml $images"
+    "dit-fm=-c $out/dit-fm.toml $dit $images"
+    "dit-meanflow=-c $out/dit-meanflow.toml $dit $images"
+  )
+fi
+
+labels=()
+for config in "${configs[@]}"; do
+  label=${config%%=*} args=${config#*=}
+  labels+=("$label")
+  for round in $(seq 1 "$rounds"); do
+    echo "bench-compare: $label, round $round of $rounds" >&2
+    # shellcheck disable=SC2086  # args is a list of arguments
+    "$build/onestep" bench $args --warmup "$warmup" train.device="$device" --json "$out/$label-$round-onestep.json" >&2
+    "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
+      --json "$out/$label-$round-python.json" >&2
+    "$python" -c 'import json, sys
+ours, twin = (json.load(open(path))["parameters"] for path in sys.argv[1:])
+if ours != twin:
+    sys.exit(f"bench-compare: FAILED: $label: PARAMETER COUNT DIFFERS: onestep {ours:,}, Python twin {twin:,}")' \
+      "$out/$label-$round-onestep.json" "$out/$label-$round-python.json"
+  done
+done
+
+"$python" - "$out" "$rounds" "${labels[@]}" <<'PY'
+"""Medians over rounds, ratios onestep / Python, and the step-0 loss check."""
+import json
+import statistics
+import sys
+
+out, rounds, labels = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+failures = []
+
+
+def load(label, r, tool):
+    with open(f"{out}/{label}-{r}-{tool}.json") as f:
+        return json.load(f)
+
+
+def sampling_ms(report, nfe):
+    return next(s["ms_per_batch"] for s in report["sampling"] if s["nfe"] == nfe)
+
+
+def milliseconds(value):
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def measures(report):
+    return {"step": report["train_step_ms"], "nfe1": sampling_ms(report, 1), "latency": report["latency_1nfe_batch1_ms"]}
+
+
+first = load(labels[0], 1, "onestep"), load(labels[0], 1, "python")
+print(f"onestep: LibTorch {first[0]['torch']}; Python twin: PyTorch {first[1]['torch']}; device {first[0]['device']}; "
+      f"{rounds} interleaved rounds; times are medians over rounds of each run's median (ms)")
+print()
+print("| config | batch | threads | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
+      "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for label in labels:
+    ours = [load(label, r, "onestep") for r in range(1, rounds + 1)]
+    twin = [load(label, r, "python") for r in range(1, rounds + 1)]
+    loss_ours, loss_twin = ours[0]["loss_step0"], twin[0]["loss_step0"]
+    if abs(loss_twin - loss_ours) > 0.2 * abs(loss_ours):
+        failures.append(f"{label}: step-0 loss onestep {loss_ours:.4g} vs twin {loss_twin:.4g} (more than 20% apart)")
+    row = [label, str(ours[0]["batch"]), str(ours[0]["threads"]), f"{ours[0]['parameters']:,}",
+           f"{loss_ours:.4g} / {loss_twin:.4g}"]
+    for key in ("step", "nfe1", "latency"):
+        a = [measures(o)[key] for o in ours]
+        b = [measures(t)[key] for t in twin]
+        ratio = statistics.median(x / y for x, y in zip(a, b))
+        row += [milliseconds(statistics.median(a)), milliseconds(statistics.median(b)), f"**{ratio:.2f}**"]
+    print("| " + " | ".join(row) + " |")
+print()
+print(f"JSON reports: {out}")
+for failure in failures:
+    print("bench-compare: FAILED: " + failure, file=sys.stderr)
+sys.exit(1 if failures else 0)
+PY
