@@ -1,6 +1,6 @@
 // End-to-end tests of the `onestep` binary: every bad input named in the contract exits with
 // status 2 and one clear line; sample and eval honour their output formats; every registered
-// method (the registry drives the list) trains, samples, evaluates and, stopped and resumed,
+// method (the registry drives the list, each with the network it requires) trains, samples, evaluates and, stopped and resumed,
 // gives exactly the losses, weights, EMA and optimizer state of an uninterrupted run; Flow Matching on checkerboard
 // gets far better with more NFE; the shipped configs train on a user's point cloud and on a
 // user's image folder.
@@ -18,6 +18,7 @@
 #include "onestep/core/registry.h"
 #include "onestep/core/safetensors.h"
 #include "test_support.h"
+#include "onestep/methods/method.h"
 
 namespace fs = std::filesystem;
 
@@ -138,7 +139,11 @@ class MethodRoundTrip : public Cli, public ::testing::WithParamInterface<std::st
 
 TEST_P(MethodRoundTrip, TrainsResumesExactlySamplesAndEvaluates) {
   const std::string method = GetParam();
-  const std::string common = "method.name=" + method + " data.name=8gaussians model.width=32 model.depth=2 "
+  onestep::Config config;
+  config.apply_override("method.name=" + method);
+  const std::string network = onestep::make_method(config)->required_network();
+  const std::string common = "method.name=" + method + " data.name=8gaussians model.width=32 model.depth=2 " +
+                             (network.empty() ? "" : "model.name=" + network + " ") +
                              "train.log_every=1 train.sample_every=0 eval.at_end=false ";
   ASSERT_EQ(run("train " + common + "train.steps=30 --out " + path("whole")).status, 0);
   ASSERT_EQ(run("train " + common + "train.steps=12 --out " + path("split")).status, 0);

@@ -103,6 +103,8 @@ class Method {
   // Decay of the target EMA of every module; 0 = the method uses no target.
   virtual double target_ema_decay() const { return 0.0; }
   virtual std::vector<FrozenModuleSpec> frozen_modules() const { return {}; }
+  // The network (model.name) the method needs, e.g. a causal backbone; empty: any network.
+  virtual std::string required_network() const { return ""; }
 
   virtual LossOutput loss(const LossContext& context, const Batch& batch) = 0;
   // Maps noise (B x noise_shape) to samples following `plan`; labels: B int64 classes, or

@@ -1,4 +1,4 @@
-// RMSNorm and matmul + softmax attention (see layers.h).
+// RMSNorm, LayerNorm, softmax and matmul + softmax attention with an optional causal mask (see layers.h).
 #include "onestep/nets/layers.h"
 
 #include <cmath>
@@ -20,9 +20,16 @@ torch::Tensor softmax_last(const torch::Tensor& x) {
   return e / e.sum(-1, /*keepdim=*/true);
 }
 
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& bias) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  return torch::matmul(softmax_last(torch::matmul(q * scale, k.transpose(-2, -1))), v);
+  auto scores = torch::matmul(q * scale, k.transpose(-2, -1));
+  if (bias.defined()) scores = scores + bias;
+  return torch::matmul(softmax_last(scores), v);
+}
+
+torch::Tensor causal_mask(int64_t n, const torch::TensorOptions& options) {
+  return torch::full({n, n}, -1e9, options).triu(1);
 }
 
 }  // namespace onestep

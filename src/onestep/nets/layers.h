@@ -21,7 +21,13 @@ torch::Tensor layer_norm(const torch::Tensor& x, double eps = 1e-6);
 // Softmax over the last dimension from exp, sum and division.
 torch::Tensor softmax_last(const torch::Tensor& x);
 
-// softmax(q k^T / sqrt(d)) v for q, k, v of shape (..., tokens, d).
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+// softmax(q k^T / sqrt(d) + bias) v for q, k, v of shape (..., tokens, d); `bias` (tokens x
+// tokens, optional) is added to the scores, e.g. a causal mask.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& bias = {});
+
+// The additive causal mask of n tokens: 0 where a token may attend (itself and earlier tokens),
+// -1e9 for later tokens (their softmax weight is exactly 0).
+torch::Tensor causal_mask(int64_t n, const torch::TensorOptions& options);
 
 }  // namespace onestep
