@@ -103,6 +103,10 @@ class Method {
   // Decay of the target EMA of every module; 0 = the method uses no target.
   virtual double target_ema_decay() const { return 0.0; }
   virtual std::vector<FrozenModuleSpec> frozen_modules() const { return {}; }
+  // Whether the loss is a mean of per-sample terms, so that a batch split into shares (processes,
+  // micro-batches) with averaged gradients trains exactly as the whole batch. False for methods
+  // whose loss uses statistics of the whole batch; the trainer then refuses to split the batch.
+  virtual bool loss_is_mean_over_samples() const { return true; }
 
   virtual LossOutput loss(const LossContext& context, const Batch& batch) = 0;
   // Maps noise (B x noise_shape) to samples following `plan`; labels: B int64 classes, or
