@@ -3,8 +3,12 @@
 // method (the registry drives the list), two processes started by `onestep launch` take the
 // optimisation steps of one process that draws the same two shares of the batch as micro-batches
 // (train.accumulate = 2): equal losses, weights, EMA and optimizer state to float tolerance; a
-// method whose loss uses whole-batch statistics is refused with a clear error instead; a killed
-// or hung rank makes the survivor exit non-zero within train.dist_timeout.
+// method whose loss uses whole-batch statistics is refused with a clear error instead; ranks
+// join a TCPStore that torchrun's agent serves; a killed or hung rank makes the survivor exit
+// non-zero within train.dist_timeout.
+#define ONESTEP_COMPAT_C10D
+#include "onestep/core/compat.h"
+
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -172,6 +176,33 @@ INSTANTIATE_TEST_SUITE_P(Registered, DataParallel, ::testing::ValuesIn(registere
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return name;
                          });
+
+class Torchrun : public TempFolderTest {};
+
+TEST_F(Torchrun, RanksJoinTheStoreOfTheAgent) {
+  // torchrun's agent serves the TCPStore itself and says so with TORCHELASTIC_USE_AGENT_STORE.
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(free_port());
+  options.isServer = true;
+  options.waitWorkers = false;
+  c10d::TCPStore agent_store("127.0.0.1", options);
+  const std::string args = "train data.name=moons model.width=16 model.depth=2 train.batch_size=32 train.steps=4 "
+                           "train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false --out " +
+                           path("run");
+  std::vector<pid_t> ranks;
+  for (int rank = 0; rank < 2; ++rank)
+    ranks.push_back(spawn_onestep(args,
+                                  {{"RANK", std::to_string(rank)}, {"LOCAL_RANK", std::to_string(rank)},
+                                   {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+                                   {"MASTER_PORT", std::to_string(options.port)},
+                                   {"TORCHELASTIC_USE_AGENT_STORE", "True"}},
+                                  path("rank" + std::to_string(rank) + ".log")));
+  for (int rank = 0; rank < 2; ++rank)
+    EXPECT_EQ(wait_for_exit(ranks[rank], std::chrono::seconds(120)), 0)
+        << read_raw(path("rank" + std::to_string(rank) + ".log"));
+  EXPECT_TRUE(contains(read_raw(path("rank0.log")), "2 processes (gloo)")) << read_raw(path("rank0.log"));
+  EXPECT_EQ(read_raw(path("rank1.log")), "");  // only rank 0 prints
+}
 
 class DeadRank : public TempFolderTest {
  protected:
