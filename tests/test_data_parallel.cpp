@@ -4,8 +4,10 @@
 // optimisation steps of one process that draws the same two shares of the batch as micro-batches
 // (train.accumulate = 2): equal losses, weights, EMA and optimizer state to float tolerance; a
 // method whose loss uses whole-batch statistics is refused with a clear error instead; ranks
-// join a TCPStore that torchrun's agent serves; a killed or hung rank makes the survivor exit
-// non-zero within train.dist_timeout.
+// join a TCPStore that torchrun's agent serves; SIGTERM to `onestep launch` stops both ranks
+// after the same step with one checkpoint, and the resumed two-process run continues exactly as
+// an uninterrupted one; a killed or hung rank makes the survivor exit non-zero within
+// train.dist_timeout.
 #define ONESTEP_COMPAT_C10D
 #include "onestep/core/compat.h"
 
@@ -202,6 +204,32 @@ TEST_F(Torchrun, RanksJoinTheStoreOfTheAgent) {
         << read_raw(path("rank" + std::to_string(rank) + ".log"));
   EXPECT_TRUE(contains(read_raw(path("rank0.log")), "2 processes (gloo)")) << read_raw(path("rank0.log"));
   EXPECT_EQ(read_raw(path("rank1.log")), "");  // only rank 0 prints
+}
+
+class LaunchStop : public TempFolderTest {};
+
+TEST_F(LaunchStop, SigtermStopsEveryRankAndTheRunResumesExactly) {
+  const std::string common = "train data.name=8gaussians model.width=16 model.depth=2 train.batch_size=64 "
+                             "train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false ";
+  const pid_t launcher = spawn_onestep("launch -n 2 -- " + common + "train.steps=1000000 --out " + path("split"), {},
+                                       path("split.log"));
+  ASSERT_TRUE(wait_for_lines(path("split/metrics.jsonl"), 4, std::chrono::seconds(120))) << read_raw(path("split.log"));
+  kill(launcher, SIGTERM);
+  ASSERT_EQ(wait_for_exit(launcher, std::chrono::seconds(60)), 0) << read_raw(path("split.log"));
+  EXPECT_TRUE(contains(read_raw(path("split.log")), "onestep train --resume " + path("split")))
+      << read_raw(path("split.log"));
+  const int64_t stopped = std::stoll(read_safetensors(path("split/checkpoint.safetensors")).metadata.at("step"));
+  const std::string total = "train.steps=" + std::to_string(stopped + 4);
+  ASSERT_EQ(run_to_end("launch -n 2 -- train --resume " + path("split") + " " + total, path("resume.log")), 0)
+      << read_raw(path("resume.log"));
+  ASSERT_EQ(run_to_end("launch -n 2 -- " + common + total + " --out " + path("whole"), path("whole.log")), 0)
+      << read_raw(path("whole.log"));
+  const auto whole = losses(path("whole/metrics.jsonl"));
+  ASSERT_EQ(whole.size(), static_cast<size_t>(stopped + 4));
+  EXPECT_EQ(whole, losses(path("split/metrics.jsonl")));  // bit for bit: the same collectives in the same order
+  const auto a = read_safetensors(path("whole/checkpoint.safetensors"));
+  const auto b = read_safetensors(path("split/checkpoint.safetensors"));
+  for (const auto& [name, tensor] : a.tensors) EXPECT_TRUE(torch::equal(tensor, b.tensors.at(name))) << name;
 }
 
 class DeadRank : public TempFolderTest {
