@@ -4,7 +4,8 @@
 // optimisation steps of one process that draws the same two shares of the batch as micro-batches
 // (train.accumulate = 2): equal losses, weights, EMA and optimizer state to float tolerance; a
 // method whose loss uses whole-batch statistics is refused with a clear error instead; ranks
-// join a TCPStore that torchrun's agent serves; SIGTERM to `onestep launch` stops both ranks
+// join a TCPStore that torchrun's agent serves; the end-of-run evaluation sampled by two
+// processes scores as `onestep eval` does in one; SIGTERM to `onestep launch` stops both ranks
 // after the same step with one checkpoint, and the resumed two-process run continues exactly as
 // an uninterrupted one; a killed or hung rank makes the survivor exit non-zero within
 // train.dist_timeout.
@@ -206,6 +207,38 @@ TEST_F(Torchrun, RanksJoinTheStoreOfTheAgent) {
   EXPECT_EQ(read_raw(path("rank1.log")), "");  // only rank 0 prints
 }
 
+class SharedEvaluation : public TempFolderTest {};
+
+TEST_F(SharedEvaluation, TwoProcessesScoreAsOneProcessDoes) {
+  // 301 samples: slices of 150 and 151.
+  ASSERT_EQ(run_to_end("launch -n 2 -- train data.name=8gaussians model.width=16 model.depth=2 train.steps=10 "
+                       "train.log_every=5 train.sample_every=0 train.threads=1 eval.num=301 eval.nfe=1,2 --out " +
+                           path("run"),
+                       path("train.log")),
+            0)
+      << read_raw(path("train.log"));
+  EXPECT_TRUE(contains(read_raw(path("train.log")), "sampled by 2 processes")) << read_raw(path("train.log"));
+  nlohmann::json shared;
+  std::ifstream metrics(path("run/metrics.jsonl"));
+  for (std::string line; std::getline(metrics, line);)
+    if (nlohmann::json::parse(line).contains("eval")) shared = nlohmann::json::parse(line)["eval"];
+  ASSERT_EQ(shared.size(), 2u);
+  ASSERT_EQ(run_to_end("eval --ckpt " + path("run"), path("eval.log")), 0) << read_raw(path("eval.log"));
+  const std::string out = read_raw(path("eval.log"));
+  const auto alone = nlohmann::json::parse(out.substr(out.find("{\"results\"")))["results"];
+  ASSERT_EQ(alone.size(), 2u);
+  for (size_t row = 0; row < 2; ++row) {
+    int metrics_compared = 0;
+    for (const auto& [name, value] : alone[row].items()) {
+      ASSERT_TRUE(shared[row].contains(name)) << name;
+      EXPECT_NEAR(shared[row][name].get<double>(), value.get<double>(), 1e-6 * std::abs(value.get<double>()) + 1e-9)
+          << name << " at row " << row;
+      ++metrics_compared;
+    }
+    EXPECT_GE(metrics_compared, 8);  // nfe, head_nfe and the point metrics
+  }
+}
+
 class LaunchStop : public TempFolderTest {};
 
 TEST_F(LaunchStop, SigtermStopsEveryRankAndTheRunResumesExactly) {
@@ -216,7 +249,7 @@ TEST_F(LaunchStop, SigtermStopsEveryRankAndTheRunResumesExactly) {
   ASSERT_TRUE(wait_for_lines(path("split/metrics.jsonl"), 4, std::chrono::seconds(120))) << read_raw(path("split.log"));
   kill(launcher, SIGTERM);
   ASSERT_EQ(wait_for_exit(launcher, std::chrono::seconds(60)), 0) << read_raw(path("split.log"));
-  EXPECT_TRUE(contains(read_raw(path("split.log")), "onestep train --resume " + path("split")))
+  EXPECT_TRUE(contains(read_raw(path("split.log")), "onestep launch -n 2 -- train --resume " + path("split")))
       << read_raw(path("split.log"));
   const int64_t stopped = std::stoll(read_safetensors(path("split/checkpoint.safetensors")).metadata.at("step"));
   const std::string total = "train.steps=" + std::to_string(stopped + 4);

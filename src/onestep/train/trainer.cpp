@@ -77,6 +77,10 @@ class Trainer {
   void log_record(int64_t step);
   void write_picture(int64_t step);
   void save(int64_t step);
+  // The evaluation sample slices of all processes, in rank order (SampleSharing::gather).
+  torch::Tensor gather_slices(const torch::Tensor& slice, int64_t num);
+  // Rewrites report.html from metrics.jsonl, samples.png and the evaluation `rows`.
+  void write_run_report(const std::vector<EvalRow>& rows = {});
   bool writes() const { return rank_ == 0; }  // only rank 0 writes files and prints
 
   Config config_;
@@ -341,6 +345,24 @@ void Trainer::save(int64_t step) {
   }
 }
 
+torch::Tensor Trainer::gather_slices(const torch::Tensor& slice, int64_t num) {
+  // all_gather needs equal shapes: each slice is padded to the largest, then trimmed.
+  const auto slice_size = [&](int64_t r) { return (r + 1) * num / world_size_ - r * num / world_size_; };
+  std::vector<int64_t> shape = {(num + world_size_ - 1) / world_size_};
+  for (const int64_t d : dataset_->sample_shape()) shape.push_back(d);
+  auto padded = torch::zeros(shape);
+  if (slice.defined()) padded.narrow(0, 0, slice.size(0)).copy_(slice);
+  std::vector<torch::Tensor> parts;
+  const auto gathered = group_->all_gather(padded.to(device_));
+  for (int64_t r = 0; r < world_size_; ++r) parts.push_back(gathered[r].cpu().narrow(0, 0, slice_size(r)));
+  return torch::cat(parts);
+}
+
+void Trainer::write_run_report(const std::vector<EvalRow>& rows) {
+  write_report((out_dir_ / "report.html").string(), config_, (out_dir_ / "metrics.jsonl").string(),
+               (out_dir_ / "samples.png").string(), rows);
+}
+
 void Trainer::run() {
   std::string modules;
   for (const auto& [name, module] : modules_.items())
@@ -366,42 +388,59 @@ void Trainer::run() {
     const bool stop = step_once(step, signals);
     const int64_t done = step + 1;
     if (writes() && (done % log_every_ == 0 || done == steps_)) log_record(done);
-    if (writes() && sample_every > 0 && done % sample_every == 0 && done != steps_) write_picture(done);
-    if (ckpt_every > 0 && done % ckpt_every == 0 && done != steps_) save(done);
+    const bool picture = sample_every > 0 && done % sample_every == 0 && done != steps_;
+    const bool checkpoint = ckpt_every > 0 && done % ckpt_every == 0 && done != steps_;
+    if (writes() && picture) write_picture(done);
+    if (checkpoint) save(done);
+    if (writes() && (picture || checkpoint)) write_run_report();
     if (stop && done != steps_) {
       save(done);
       if (writes()) {
+        write_run_report();
         progress_->finish();
-        std::printf("stopped by a signal after step %lld of %lld; checkpoint written. Continue with:\n"
-                    "  onestep train --resume %s\n",
-                    static_cast<long long>(done), static_cast<long long>(steps_), out_dir_.string().c_str());
+        const std::string resume = "train --resume " + out_dir_.string();
+        std::printf("stopped by a signal after step %lld of %lld; checkpoint written. Continue with:\n  %s\n",
+                    static_cast<long long>(done), static_cast<long long>(steps_),
+                    group_ ? ("onestep launch -n " + std::to_string(world_size_) + " -- " + resume +
+                              "\n  (or torchrun ... onestep " + resume + ")")
+                                 .c_str()
+                           : ("onestep " + resume).c_str());
         std::fflush(stdout);
       }
       return;
     }
   }
   save(steps_);
-  if (!writes()) return;
-  progress_->finish();
-  write_picture(steps_);
+  if (writes()) {
+    progress_->finish();
+    write_picture(steps_);
+  }
   EvalReport report;
   const std::string unavailable = evaluation_unavailable(*dataset_, config_);
   if (config_.get_bool("eval.at_end") && !unavailable.empty()) {
-    std::printf("no evaluation at the end of training: %s\n", unavailable.c_str());
+    if (writes()) std::printf("no evaluation at the end of training: %s\n", unavailable.c_str());
   } else if (config_.get_bool("eval.at_end")) {
-    // A multi-process run evaluates in rank 0 alone, on all eval.num samples.
+    // Every process samples its slice of the evaluation noise and scores all the samples.
+    const SampleSharing sharing{rank_, world_size_, [this](const torch::Tensor& slice, int64_t num) {
+                                  return gather_slices(slice, num);
+                                }};
     const bool use_ema = config_.get_bool("eval.use_ema");
-    report = evaluate(*method_, use_ema ? ema_->modules() : modules_, *dataset_, config_, device_);
-    std::printf("evaluation against %lld held-out samples (%s weights%s):\n%s",
-                static_cast<long long>(config_.get_int("eval.num")), use_ema ? "EMA" : "raw",
-                group_ ? ", in rank 0 alone" : "", format_eval_table(report).c_str());
-    nlohmann::ordered_json record;
-    record["step"] = steps_;
-    record["eval"] = nlohmann::ordered_json::parse(eval_json(report))["results"];
-    metrics_ << record.dump() << "\n";
-    metrics_.flush();
+    report = evaluate(*method_, use_ema ? ema_->modules() : modules_, *dataset_, config_, device_,
+                      group_ ? &sharing : nullptr);
+    if (writes()) {
+      std::printf("evaluation against %lld held-out samples (%s weights%s):\n%s",
+                  static_cast<long long>(config_.get_int("eval.num")), use_ema ? "EMA" : "raw",
+                  group_ ? (", sampled by " + std::to_string(world_size_) + " processes").c_str() : "",
+                  format_eval_table(report).c_str());
+      nlohmann::ordered_json record;
+      record["step"] = steps_;
+      record["eval"] = nlohmann::ordered_json::parse(eval_json(report))["results"];
+      metrics_ << record.dump() << "\n";
+      metrics_.flush();
+    }
   }
-  write_report((out_dir_ / "report.html").string(), config_, (out_dir_ / "metrics.jsonl").string(), report.rows);
+  if (!writes()) return;
+  write_run_report(report.rows);
   std::printf("samples: %s\nreport:  %s\ncheckpoint: %s\n", (out_dir_ / "samples.png").string().c_str(),
               (out_dir_ / "report.html").string().c_str(), (out_dir_ / kCheckpointFileName).string().c_str());
 }

@@ -5,8 +5,9 @@
 // resume, a graceful stop on SIGINT/SIGTERM (checkpoint, then exit 0), and the end-of-run
 // evaluation and report.html. Started by torchrun or `onestep launch` (WORLD_SIZE > 1), it
 // trains data-parallel: each process draws its share of train.batch_size from its own streams,
-// gradients are averaged over the processes (distributed.h), and rank 0 alone writes files and
-// evaluates. It knows neither which method nor which network it runs.
+// gradients are averaged over the processes (distributed.h), rank 0 alone writes files, and the
+// processes share the sampling of the final evaluation. It knows neither which method nor which
+// network it runs.
 #pragma once
 
 #include <string>
