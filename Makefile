@@ -21,6 +21,7 @@ demo: build
 	./$(BUILD)/onestep train -c configs/toy/meanflow-checkerboard.toml train.steps=5000
 
 test: build
+	bash scripts/install-deps.sh scripts/packages-browser.txt
 	cd $(BUILD) && ctest -j $(JOBS) --output-on-failure
 
 bench: build

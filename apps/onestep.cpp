@@ -1,4 +1,4 @@
-// The onestep command line: train, sample, eval, bench, evaluator and info (contract in README.md).
+// The onestep command line: train, launch, sample, eval, bench, evaluator and info (contract in README.md).
 // Bad input of any kind ends with one line on stderr and exit status 2.
 #include <CLI/CLI.hpp>
 
@@ -23,7 +23,9 @@
 #include "onestep/methods/method.h"
 #include "onestep/train/benchmark.h"
 #include "onestep/train/checkpoint.h"
+#include "onestep/train/distributed.h"
 #include "onestep/train/evaluator_training.h"
+#include "onestep/train/launch.h"
 #include "onestep/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -221,6 +223,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_cmd->add_option("--json", json_file, "write the JSON report to this file instead of stdout");
   bench_cmd->add_option("overrides", overrides, "config overrides section.key=value");
+  int launch_processes = 1, launch_port = 0;
+  std::vector<std::string> launch_args;
+  auto* launch_cmd = app.add_subcommand("launch", "start N local processes of one data-parallel training run: "
+                                                  "onestep launch -n N -- train ...");
+  launch_cmd->add_option("-n,--nproc", launch_processes, "number of processes")->required()->check(CLI::PositiveNumber);
+  launch_cmd->add_option("--port", launch_port, "MASTER_PORT of the rendezvous (default: a free port)")
+      ->check(CLI::Range(1, 65535));
+  launch_cmd->add_option("command", launch_args, "after --: train and its arguments")->required();
 
   auto* sample_cmd = app.add_subcommand("sample", "generate samples from a checkpoint into .png or .npy");
   sample_cmd->add_option("--ckpt", ckpt, "checkpoint file or run folder")->required();
@@ -267,6 +277,7 @@ int main(int argc, char** argv) {
   try {
     if (*train_cmd) return run_train(config_file, out_dir, resume_dir, overrides);
     if (*bench_cmd) return run_bench(config_file, bench_options, json_file, overrides);
+    if (*launch_cmd) return launch_local_ranks(launch_processes, launch_args, launch_port);
     if (*sample_cmd) return run_sample(ckpt, nfe, num, seed, class_label, raw, out_file, overrides);
     if (*eval_cmd) return run_eval(ckpt, nfe_list, eval_num, eval_seed, raw, overrides);
     if (*info_cmd) return run_info(keys, ckpt);
@@ -279,6 +290,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", err.what());
     return kUserErrorExitStatus;
   } catch (const TrainingStopped& err) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "stopped: %s\n", err.what());
+    return 1;
+  } catch (const CollectiveError& err) {
     std::fflush(stdout);
     std::fprintf(stderr, "stopped: %s\n", err.what());
     return 1;

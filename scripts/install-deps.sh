@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs every Debian package of scripts/packages.txt that is missing (idempotent: nothing
-# is downloaded when all are present). Uses sudo when not run as root.
+# Installs every Debian package of the given lists (default: scripts/packages.txt) that is
+# missing (idempotent: nothing is downloaded when all are present). Uses sudo when not root.
+# `make test` also passes scripts/packages-browser.txt (chromium, for the report.html test).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-mapfile -t packages < <(grep -v '^\s*#' "$here/packages.txt" | grep -v '^\s*$')
+lists=("$@")
+[ ${#lists[@]} -gt 0 ] || lists=("$here/packages.txt")
+mapfile -t packages < <(cat "${lists[@]}" | grep -v '^\s*#' | grep -v '^\s*$')
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

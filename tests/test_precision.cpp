@@ -68,6 +68,8 @@ TEST_P(MethodPrecision, Bf16LossIsCloseToFloat32WithFloat32Gradients) {
   Config config;
   for (const auto* o : {"data.name=8gaussians", "model.width=64", "model.depth=2"}) config.apply_override(o);
   config.apply_override("method.name=" + GetParam());
+  const std::string network = make_method(config)->required_network();
+  if (!network.empty()) config.apply_override("model.name=" + network);
   config.validate();
   auto dataset = make_dataset(config);
   auto method = make_method(config);
@@ -88,7 +90,9 @@ TEST_P(MethodPrecision, Bf16LossIsCloseToFloat32WithFloat32Gradients) {
   EXPECT_NEAR(loss.item<double>(), fp32, 0.05 * std::abs(fp32) + 1e-6);
   loss.backward();
   for (const auto& p : modules.parameters())
-    if (p.grad().defined()) EXPECT_EQ(p.grad().scalar_type(), torch::kFloat);
+    if (p.grad().defined()) {
+      EXPECT_EQ(p.grad().scalar_type(), torch::kFloat);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Registered, MethodPrecision, ::testing::ValuesIn(testing_support::registered_names("method")),

@@ -1,19 +1,26 @@
 // Helpers shared by the tests: a per-test temporary folder, raw file bytes, the message of an
-// expected UserError, a seeded generator, substring search, running commands and the onestep binary, and
-// the registered names of a section for tests that iterate a registry.
+// expected UserError, a seeded generator, substring search, running commands and the onestep
+// binary, child processes of it that a test can signal, and the registered names of a section
+// for tests that iterate a registry.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 #include <sys/wait.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <sstream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "onestep/core/error.h"
@@ -92,6 +99,57 @@ inline std::string parameter_name(const ::testing::TestParamInfo<std::string>& i
   for (char& ch : name)
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
   return name;
+}
+
+// The `onestep` binary started with `args` (split at spaces) and the `env` assignments added to
+// the environment, its stdout and stderr into `log_path`.
+inline pid_t spawn_onestep(const std::string& args, const std::vector<std::pair<std::string, std::string>>& env,
+                           const std::string& log_path) {
+  std::vector<std::string> words = {ONESTEP_BINARY};
+  std::istringstream in(args);
+  for (std::string word; in >> word;) words.push_back(word);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
+    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& word : words) argv.push_back(word.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// The exit status of `pid` (128 + signal number when a signal ended it), or -1 when it is still
+// running after `limit` (it is then killed).
+inline int wait_for_exit(pid_t pid, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Waits until the file at `path` has at least `lines` lines (false after `limit`).
+inline bool wait_for_lines(const std::string& path, size_t lines, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    size_t count = 0;
+    for (std::string line; std::getline(in, line);) ++count;
+    if (count >= lines) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
 }
 
 }  // namespace onestep::testing_support

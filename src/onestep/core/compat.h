@@ -1,6 +1,6 @@
 // The one place where LibTorch versions differ (Debian's 1.13 CPU build and CUDA 2.x builds):
-// forward-mode AD levels and dual tensors, autocast (mixed precision) and the version string
-// printed by `onestep info`.
+// forward-mode AD levels and dual tensors, autocast (mixed precision), the version string
+// printed by `onestep info`, and the construction of c10d's process groups (Gloo, NCCL).
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -94,3 +94,64 @@ class AutocastScope {
 };
 
 }  // namespace onestep::compat
+
+// c10d (torch's distributed engine), only for the translation units that define
+// ONESTEP_COMPAT_C10D before including this header. PyTorch 2.x guards its Gloo header with
+// USE_C10D_GLOO (1.13 does not) and NCCL's with USE_C10D_NCCL; the build defines
+// ONESTEP_WITH_NCCL where LibTorch has CUDA and the NCCL process group. Gloo needs gloo's own
+// headers (Debian: libgloo-dev); without them only NCCL is available.
+#ifdef ONESTEP_COMPAT_C10D
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if __has_include(<gloo/algorithm.h>)
+#define ONESTEP_WITH_GLOO 1
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef ONESTEP_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+
+namespace onestep::compat {
+
+// The base class of the Gloo and NCCL process groups: c10d::ProcessGroup in 1.13,
+// c10d::Backend in 2.x; both declare the same collective calls.
+#if TORCH_VERSION_MAJOR >= 2
+using ProcessGroupBase = c10d::Backend;
+#else
+using ProcessGroupBase = c10d::ProcessGroup;
+#endif
+
+// Gloo binds to the interface named by GLOO_SOCKET_IFNAME (as in PyTorch), else to the address
+// of this machine's host name, falling back to loopback.
+#ifdef ONESTEP_WITH_GLOO
+inline c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                                                  int rank, int size,
+                                                                  std::chrono::milliseconds timeout) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+  options->devices.push_back(interface != nullptr && *interface != '\0'
+                                 ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
+                                 : c10d::ProcessGroupGloo::createDefaultDevice());
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+}
+#endif
+
+#ifdef ONESTEP_WITH_NCCL
+inline c10::intrusive_ptr<c10d::ProcessGroupNCCL> make_nccl_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                                                  int rank, int size,
+                                                                  std::chrono::milliseconds timeout) {
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+}
+#endif
+
+}  // namespace onestep::compat
+#endif  // ONESTEP_COMPAT_C10D

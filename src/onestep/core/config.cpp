@@ -40,7 +40,10 @@ std::vector<KeySpec> build_general_keys() {
       string_key("method.name", "meanflow", {}, "the training method (onestep info lists them)"),
       // [train]
       int_key("train.steps", 4000, 0, 1e12, "optimizer steps"),
-      int_key("train.batch_size", 256, 1, 1 << 24, "samples per step"),
+      int_key("train.batch_size", 256, 1, 1 << 24, "samples per step (all processes and micro-batches together)"),
+      int_key("train.accumulate", 1, 1, 1 << 20,
+              "micro-batches per step in each process (gradient accumulation), each drawing data, noise and "
+              "times from its own stream"),
       string_key("train.optimizer", "adam", {"adam", "adamw"}, "adam: L2 weight decay; adamw: decoupled"),
       float_key("train.lr", "1e-3", 0, 1e6, "peak learning rate"),
       float_key("train.beta1", "0.9", 0, 0.999999, "Adam beta1"),
@@ -59,6 +62,8 @@ std::vector<KeySpec> build_general_keys() {
       int_key("train.log_every", 100, 1, 1e12, "steps between metrics.jsonl records and progress lines"),
       int_key("train.sample_every", 1000, 0, 1e12, "steps between sample plots (0: only at the end)"),
       int_key("train.ckpt_every", 1000, 0, 1e12, "steps between checkpoints (0: only at the end)"),
+      int_key("train.dist_timeout", 600, 1, 1e7,
+              "seconds a process of a multi-process run waits for the others before it stops with an error"),
       int_key("train.max_nonfinite", 20, 1, 1e12, "consecutive non-finite losses (steps skipped) that stop the run"),
       // [eval]
       {"eval.nfe", ValueType::IntList, "1,2,4", "NFE values evaluated (comma-separated list)", {}, 1, 1e6},

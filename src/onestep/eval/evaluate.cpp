@@ -20,19 +20,22 @@ namespace onestep {
 
 torch::Tensor generate_samples(Method& method, const ModuleSet& modules, const std::vector<int64_t>& noise_shape,
                                int64_t num, const torch::Tensor& labels, const SamplingPlan& plan, uint64_t seed,
-                               const torch::Device& device) {
+                               const torch::Device& device, const SampleSharing* sharing) {
   constexpr int64_t kChunk = 2048;
   auto gen = at::detail::createCPUGenerator(seed);
   std::vector<int64_t> shape = {num};
   shape.insert(shape.end(), noise_shape.begin(), noise_shape.end());
   const auto noise = torch::randn(shape, gen);
+  const int64_t begin = sharing ? sharing->rank * num / sharing->size : 0;
+  const int64_t stop = sharing ? (sharing->rank + 1) * num / sharing->size : num;
   std::vector<torch::Tensor> chunks;
-  for (int64_t start = 0; start < num; start += kChunk) {
-    const int64_t end = std::min(num, start + kChunk);
+  for (int64_t start = begin; start < stop; start += kChunk) {
+    const int64_t end = std::min(stop, start + kChunk);
     const auto chunk_labels = labels.defined() ? labels.slice(0, start, end).to(device) : torch::Tensor();
     chunks.push_back(method.sample(modules, noise.slice(0, start, end).to(device), chunk_labels, plan).cpu());
   }
-  return torch::cat(chunks);
+  if (!sharing) return torch::cat(chunks);
+  return sharing->gather(chunks.empty() ? torch::Tensor() : torch::cat(chunks), num);
 }
 
 std::string describe_nfe(const NfeCount& count) {
@@ -109,7 +112,7 @@ std::string evaluation_unavailable(const Dataset& dataset, const Config& config)
 }
 
 EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, const Config& config,
-                    const torch::Device& device) {
+                    const torch::Device& device, const SampleSharing* sharing) {
   const auto step_counts = config.get_int_list("eval.nfe");
   const auto noise_shape = method.noise_shape({dataset.sample_shape(), dataset.num_classes()});
   // Samples of one plan, and the row they are scored into.
@@ -120,7 +123,7 @@ EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, 
     row.head_nfe = nfe.head;
     const NfeProgress progress(nfe, count);
     return generate_samples(method, modules, noise_shape, count, labels, plan,
-                            static_cast<uint64_t>(config.get_int("eval.seed")), device);
+                            static_cast<uint64_t>(config.get_int("eval.seed")), device, sharing);
   };
   const int64_t num = config.get_int("eval.num");
   const Batch reference = dataset.heldout(num);

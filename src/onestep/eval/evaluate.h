@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -23,12 +24,23 @@ struct EvalRow {
   std::vector<std::pair<std::string, double>> metrics;  // in report order
 };
 
+// How the processes of a multi-process run share the sampling of an evaluation: process `rank`
+// of `size` samples its slice [rank * num / size, (rank + 1) * num / size) of the fixed-seed
+// noise, and `gather(slice, num)` returns every process's slice in rank order (on every
+// process), so that all hold the samples one process would have generated. `slice` is
+// undefined when the process's slice is empty.
+struct SampleSharing {
+  int rank = 0;
+  int size = 1;
+  std::function<torch::Tensor(const torch::Tensor& slice, int64_t num)> gather;
+};
+
 // Generates `labels.size(0)` (or `num` when labels are undefined) samples from noise of
 // `noise_shape` drawn with a generator seeded with `seed`, following `plan`, in chunks, on
-// `device`; returns them on the CPU.
+// `device` (shared between processes when `sharing` is given); returns them on the CPU.
 torch::Tensor generate_samples(Method& method, const ModuleSet& modules, const std::vector<int64_t>& noise_shape,
                                int64_t num, const torch::Tensor& labels, const SamplingPlan& plan, uint64_t seed,
-                               const torch::Device& device);
+                               const torch::Device& device, const SampleSharing* sharing = nullptr);
 
 // "2 NFE", or "4 NFE + 32 head NFE" for methods with a head.
 std::string describe_nfe(const NfeCount& count);
@@ -55,8 +67,10 @@ std::string evaluation_unavailable(const Dataset& dataset, const Config& config)
 // (modes by the class of the nearest held-out point); fewer than 4 samples is a UserError.
 // Images: fd, kid, precision, recall (and class_accuracy for conditional models) in the feature
 // space of the evaluator `eval.evaluator`, which must have been trained on the same dataset.
+// With `sharing`, every process of a multi-process run calls it: they generate the samples
+// together and each scores all of them (the same numbers as one process).
 EvalReport evaluate(Method& method, const ModuleSet& modules, Dataset& dataset, const Config& config,
-                    const torch::Device& device);
+                    const torch::Device& device, const SampleSharing* sharing = nullptr);
 
 // The noise floor of the point metrics: the same metrics between `num` held-out samples and
 // `num` further held-out samples (two independent draws of the data), as a row with nfe 0.

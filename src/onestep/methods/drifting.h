@@ -81,6 +81,9 @@ class Drifting : public Method {
   // n_neg generated samples per group, V per group, loss mean_i ||x_i - sg(x_i + V_i)||^2; parts
   // raw_v2_tau<tau>: the raw ||V_tau||^2 before normalisation (mean over the step's groups).
   LossOutput loss(const LossContext& context, const Batch& batch) override;
+  // The field V of a sample is computed from every positive and generated sample of its group,
+  // and the batch's composition ignores train.batch_size: the step cannot be split into shares.
+  bool loss_is_mean_over_samples() const override { return false; }
   // x = f(e, c), alpha = cfg_scale: one network evaluation whatever plan.steps asks for.
   torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
                        const SamplingPlan& plan) override;

@@ -111,7 +111,8 @@ void save_checkpoint(const std::string& path, const CheckpointContents& contents
   file.metadata["format_version"] = std::to_string(kCheckpointFormatVersion);
   file.metadata["config"] = contents.config.to_toml();
   file.metadata["step"] = std::to_string(contents.step);
-  file.metadata["rng_state"] = to_hex(contents.gen.get_state());
+  for (size_t k = 0; k < contents.rng_states.size(); ++k)
+    file.metadata[k == 0 ? "rng_state" : "rng_state_" + std::to_string(k)] = to_hex(contents.rng_states[k]);
   std::string shape;
   for (const int64_t d : contents.sample_shape) shape += (shape.empty() ? "" : ",") + std::to_string(d);
   file.metadata["sample_shape"] = shape;
@@ -160,13 +161,17 @@ void load_modules(ModuleSet& modules, const Checkpoint& checkpoint, const std::s
     load_tensors(*module, checkpoint.file.tensors, prefix + "." + name + ".", checkpoint.path);
 }
 
-void load_training_state(Adam& optimizer, torch::Generator& gen, const Checkpoint& checkpoint) {
+std::vector<torch::Tensor> load_training_state(Adam& optimizer, const Checkpoint& checkpoint) {
   std::map<std::string, torch::Tensor> state;
   const std::string prefix = "optimizer.";
   for (const auto& [name, tensor] : checkpoint.file.tensors)
     if (name.rfind(prefix, 0) == 0) state[name.substr(prefix.size())] = tensor;
   optimizer.load_state(state, checkpoint.path);
-  gen.set_state(from_hex(metadata(checkpoint, "rng_state"), checkpoint.path));
+  std::vector<torch::Tensor> states = {from_hex(metadata(checkpoint, "rng_state"), checkpoint.path)};
+  for (auto it = checkpoint.file.metadata.find("rng_state_1"); it != checkpoint.file.metadata.end();
+       it = checkpoint.file.metadata.find("rng_state_" + std::to_string(states.size())))
+    states.push_back(from_hex(it->second, checkpoint.path));
+  return states;
 }
 
 std::shared_ptr<torch::nn::Module> load_frozen_module(const FrozenModuleSpec& spec) {

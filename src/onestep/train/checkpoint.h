@@ -1,8 +1,9 @@
 // Checkpoints (contract in README): one safetensors file with tensors under
 // model.<module>.*, ema.<module>.*, target_ema.<module>.* (methods with a target network) and
 // optimizer.*, and __metadata__ holding format_version, the resolved config as TOML, the step,
-// the data's sample_shape and num_classes, and the generator state (hex) needed for an exact
-// resume. Written atomically; every load checks the version, names and shapes. Version 1
+// the data's sample_shape and num_classes, and the states (hex) of the data/noise/time streams
+// needed for an exact resume: `rng_state` for stream 0, `rng_state_<k>` for stream k > 0 (runs
+// split over processes or micro-batches have one stream per share). Written atomically; every load checks the version, names and shapes. Version 1
 // files (one network, tensors under model.*, U-Net attention named in pixels) are migrated
 // on reading. Also the loading of frozen modules, checked by hash.
 #pragma once
@@ -31,7 +32,7 @@ struct CheckpointContents {
   const ModuleSet& ema;
   const ModuleSet* target_ema;  // may be null
   const Adam& optimizer;
-  const torch::Generator& gen;
+  const std::vector<torch::Tensor>& rng_states;  // one generator state per data stream
 };
 
 void save_checkpoint(const std::string& path, const CheckpointContents& contents);
@@ -51,8 +52,8 @@ Checkpoint read_checkpoint(const std::string& path);
 // Loads tensors "<prefix>.<module>.<name>" into the modules' parameters and buffers; throws
 // UserError for a missing tensor or a shape mismatch.
 void load_modules(ModuleSet& modules, const Checkpoint& checkpoint, const std::string& prefix);
-// Restores the optimizer and the generator state.
-void load_training_state(Adam& optimizer, torch::Generator& gen, const Checkpoint& checkpoint);
+// Restores the optimizer; returns the generator states of the data streams, in stream order.
+std::vector<torch::Tensor> load_training_state(Adam& optimizer, const Checkpoint& checkpoint);
 
 // Builds a frozen module and loads its weights from spec.path (safetensors, tensor names as
 // the module's parameters and buffers) after checking the file's SHA-256; its parameters do

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -26,6 +27,21 @@ std::string escape_html(const std::string& text) {
   return out;
 }
 
+std::string base64(const std::string& bytes) {
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    uint32_t group = static_cast<uint8_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) group |= static_cast<uint8_t>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) group |= static_cast<uint8_t>(bytes[i + 2]);
+    out += alphabet[(group >> 18) & 63];
+    out += alphabet[(group >> 12) & 63];
+    out += i + 1 < bytes.size() ? alphabet[(group >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? alphabet[group & 63] : '=';
+  }
+  return out;
+}
+
 // Loss against step as an SVG polyline (log-scaled loss when it spans a decade or more).
 std::string loss_curve_svg(const std::vector<std::pair<double, double>>& points) {
   if (points.size() < 2) return "<p>(not enough logged steps for a curve)</p>";
@@ -40,7 +56,7 @@ std::string loss_curve_svg(const std::vector<std::pair<double, double>>& points)
   const double lo = transform(y_min), hi = transform(y_max) + 1e-12;
   const double width = 640, height = 240, pad = 40;
   std::ostringstream svg;
-  svg << "<svg width='" << width << "' height='" << height << "' style='border:1px solid #ccc'>";
+  svg << "<svg id='loss-curve' width='" << width << "' height='" << height << "' style='border:1px solid #ccc'>";
   svg << "<polyline fill='none' stroke='#1f4e9e' stroke-width='1.5' points='";
   for (const auto& [x, y] : points) {
     const double px = pad + (x - x_min) / std::max(x_max - x_min, 1e-12) * (width - 2 * pad);
@@ -56,7 +72,7 @@ std::string loss_curve_svg(const std::vector<std::pair<double, double>>& points)
 }  // namespace
 
 void write_report(const std::string& path, const Config& config, const std::string& metrics_path,
-                  const std::vector<EvalRow>& rows) {
+                  const std::string& samples_path, const std::vector<EvalRow>& rows) {
   std::vector<std::pair<double, double>> loss_points;
   std::ifstream metrics(metrics_path);
   for (std::string line; std::getline(metrics, line);) {
@@ -71,7 +87,7 @@ void write_report(const std::string& path, const Config& config, const std::stri
   html << "<h1>onestep: " << escape_html(config.get_string("method.name")) << " on "
        << escape_html(config.get_string("data.name")) << "</h1>";
   if (!rows.empty()) {
-    html << "<h2>Evaluation (held-out data)</h2><table><tr><th>nfe</th>";
+    html << "<h2>Evaluation (held-out data)</h2><table id='evaluation'><tr><th>nfe</th>";
     for (const auto& [name, value] : rows.front().metrics) html << "<th>" << name << "</th>";
     html << "</tr>";
     for (const auto& row : rows) {
@@ -81,7 +97,11 @@ void write_report(const std::string& path, const Config& config, const std::stri
     }
     html << "</table>";
   }
-  html << "<h2>Samples</h2><img src='samples.png' alt='samples'>";
+  html << "<h2>Samples</h2>";
+  if (!samples_path.empty() && std::filesystem::exists(samples_path))
+    html << "<img id='samples' alt='samples' src='data:image/png;base64," << base64(read_file(samples_path)) << "'>";
+  else
+    html << "<p>(no sample picture yet)</p>";
   html << "<h2>Training loss</h2>" << loss_curve_svg(loss_points);
   html << "<h2>Config</h2><pre>" << escape_html(config.to_toml()) << "</pre></body></html>\n";
   write_file_atomically(path, html.str());

@@ -1,5 +1,7 @@
 // report.html of a run: the final evaluation table, the loss curve (inline SVG from
-// metrics.jsonl), the latest sample picture and the resolved config, in one static page.
+// metrics.jsonl), the latest sample picture (samples.png next to it, embedded as a data URL)
+// and the resolved config, in one self-contained static page (no script, no network). The
+// trainer rewrites it at every sample picture and checkpoint, and at the end with the table.
 #pragma once
 
 #include <string>
@@ -10,7 +12,8 @@
 
 namespace onestep {
 
+// `samples_path`: the PNG to embed ("" or a missing file: no picture yet).
 void write_report(const std::string& path, const Config& config, const std::string& metrics_path,
-                  const std::vector<EvalRow>& rows);
+                  const std::string& samples_path, const std::vector<EvalRow>& rows);
 
 }  // namespace onestep

@@ -2,8 +2,10 @@
 #include "onestep/train/training_state.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "onestep/core/compat.h"
+#include "onestep/core/error.h"
 #include "onestep/core/runtime.h"
 #include "onestep/train/checkpoint.h"
 
@@ -11,27 +13,57 @@ namespace onestep {
 namespace {
 
 // The standard deviation of 1024 training samples drawn with a generator of their own (the
-// training stream stays untouched), for methods that scale their output layer to the data.
+// training streams stay untouched), for methods that scale their output layer to the data.
 double data_std(Dataset& dataset, uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed + 1);
   return dataset.train_batch(1024, gen).x.std().item<double>();
 }
 
+// The seed of data stream `share`: stream 0 uses train.seed itself, so that a run in one process
+// draws exactly what it drew before runs could be split.
+uint64_t stream_seed(uint64_t seed, int64_t share) { return seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(share); }
+
+// Every parameter and buffer of `modules`, in a fixed order.
+std::vector<torch::Tensor> module_tensors(const ModuleSet& modules) {
+  std::vector<torch::Tensor> out;
+  for (const auto& [name, module] : modules.items()) {
+    for (const auto& p : module->parameters()) out.push_back(p);
+    for (const auto& b : module->buffers()) out.push_back(b);
+  }
+  return out;
+}
+
 }  // namespace
 
-TrainingState::TrainingState(const Config& config)
+TrainingState::TrainingState(const Config& config, ProcessGroup* group, int local_rank)
     : config_(config),
       device_(resolve_device(config_.get_string("train.device"))),
-      gen_(at::detail::createCPUGenerator(static_cast<uint64_t>(config_.get_int("train.seed")))),
-      batch_size_(config_.get_int("train.batch_size")),
+      group_(group),
+      rank_(group ? group->rank() : 0),
+      world_size_(group ? group->size() : 1),
+      accumulate_(config_.get_int("train.accumulate")),
       grad_clip_(config_.get_float("train.grad_clip")) {
   config_.validate();
   bf16_ = config_.get_string("train.precision") == "bf16";
   compat::allow_tf32(config_.get_bool("train.tf32"));
+  if (device_.is_cuda() && group_) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  const int64_t batch_size = config_.get_int("train.batch_size");
+  const int64_t shares = world_size_ * accumulate_;
+  if (batch_size % shares != 0)
+    throw UserError("train.batch_size = " + std::to_string(batch_size) + ": must be a multiple of the " +
+                    std::to_string(shares) + " shares of a step (" + std::to_string(world_size_) +
+                    " processes x train.accumulate = " + std::to_string(accumulate_) + ")");
+  share_size_ = batch_size / shares;
   const auto seed = static_cast<uint64_t>(config_.get_int("train.seed"));
+  for (int64_t k = 0; k < accumulate_; ++k)
+    streams_.push_back(at::detail::createCPUGenerator(stream_seed(seed, rank_ * accumulate_ + k)));
   torch::manual_seed(seed);  // module initialisation
   dataset_ = make_dataset(config_);
   method_ = make_method(config_);
+  if (shares > 1 && !method_->loss_is_mean_over_samples())
+    throw UserError("method.name = '" + method_->name() + "': its loss uses statistics of the whole batch, so a step "
+                    "cannot be split over " + std::to_string(world_size_) + " processes x train.accumulate = " +
+                    std::to_string(accumulate_) + "; train it in one process with train.accumulate = 1");
   data_info_ = {dataset_->sample_shape(), dataset_->num_classes(), data_std(*dataset_, seed)};
   modules_ = method_->build_modules(config_, data_info_);
   modules_.to(device_);
@@ -58,29 +90,92 @@ TrainingState::TrainingState(const Config& config)
                config_.get_int("train.steps")};
 }
 
-StepOutcome TrainingState::step(int64_t step) {
-  Batch batch = method_->training_batch(*dataset_, batch_size_, gen_);
-  batch.x = batch.x.to(device_);
-  if (batch.y.defined()) batch.y = batch.y.to(device_);
-  LossOutput out = [&] {
-    const compat::AutocastScope autocast(device_.type(), bf16_);
-    return method_->loss({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, gen_}, batch);
-  }();
+StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
+  optimizer_->zero_grad();
+  // Each micro-batch adds its share of the gradient of the mean loss over the step's batch.
+  double loss_sum = 0, nonfinite = 0;
+  std::map<std::string, double> part_sums;
+  for (int64_t k = 0; k < accumulate_; ++k) {
+    Batch batch = method_->training_batch(*dataset_, share_size_, streams_[k]);
+    batch.x = batch.x.to(device_);
+    if (batch.y.defined()) batch.y = batch.y.to(device_);
+    const LossOutput out = [&] {
+      const compat::AutocastScope autocast(device_.type(), bf16_);
+      return method_->loss({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, streams_[k]}, batch);
+    }();
+    const double loss = out.loss.item<double>();
+    if (!std::isfinite(loss)) {
+      ++nonfinite;
+      continue;
+    }
+    (out.loss / static_cast<double>(accumulate_)).backward();
+    loss_sum += loss;
+    for (const auto& [name, value] : out.parts) part_sums[name] += value.item<double>();
+  }
   StepOutcome outcome;
-  outcome.loss = out.loss.item<double>();
+  outcome.stop = stop_requested;
+  if (group_) {
+    // Every process learns the step's losses, whether any share was non-finite, and whether any
+    // process was asked to stop; with no non-finite share all hold the same named parts.
+    auto totals = torch::tensor({loss_sum, nonfinite, stop_requested ? 1.0 : 0.0}, torch::kDouble).to(device_);
+    group_->all_reduce_sum({totals});
+    totals = totals.cpu();
+    loss_sum = totals[0].item<double>();
+    nonfinite = totals[1].item<double>();
+    outcome.stop = totals[2].item<double>() > 0;
+    if (nonfinite == 0 && !part_sums.empty()) {
+      std::vector<double> values;
+      for (const auto& [name, value] : part_sums) values.push_back(value);
+      auto parts = torch::tensor(values, torch::kDouble).to(device_);
+      group_->all_reduce_sum({parts});
+      parts = parts.cpu();
+      int64_t i = 0;
+      for (auto& [name, value] : part_sums) value = parts[i++].item<double>();
+    }
+  }
+  const double shares = static_cast<double>(world_size_ * accumulate_);
+  outcome.loss = nonfinite > 0 ? NAN : loss_sum / shares;
   outcome.grad_norm = NAN;
-  if (std::isfinite(outcome.loss)) {
-    optimizer_->zero_grad();
-    out.loss.backward();
+  if (nonfinite == 0) {
+    if (group_) average_gradients(*group_, modules_.parameters());
     outcome.grad_norm = clip_gradients(optimizer_->parameters(), grad_clip_);
   }
-  outcome.finite = std::isfinite(outcome.loss) && std::isfinite(outcome.grad_norm);
+  outcome.finite = nonfinite == 0 && std::isfinite(outcome.grad_norm);
   if (!outcome.finite) return outcome;
   optimizer_->step(schedule_.at(step));
   ema_->update(modules_, optimizer_->parameters());
   if (target_ema_) target_ema_->update(modules_, optimizer_->parameters());
-  outcome.parts = std::move(out.parts);
+  for (const auto& [name, value] : part_sums) outcome.parts[name] = value / shares;
   return outcome;
+}
+
+std::vector<torch::Tensor> TrainingState::stream_states() {
+  std::vector<torch::Tensor> states;
+  for (const auto& stream : streams_) states.push_back(stream.get_state());
+  if (!group_) return states;
+  const auto gathered = group_->all_gather(torch::stack(states).to(device_));
+  states.clear();
+  for (const auto& rank_states : gathered)
+    for (const auto& state : rank_states.cpu().unbind(0)) states.push_back(state);
+  return states;
+}
+
+bool TrainingState::restore_streams(const std::vector<torch::Tensor>& states, int64_t start_step) {
+  if (static_cast<int64_t>(states.size()) == world_size_ * accumulate_) {
+    for (int64_t k = 0; k < accumulate_; ++k) streams_[k].set_state(states[rank_ * accumulate_ + k]);
+    return true;
+  }
+  const auto seed = static_cast<uint64_t>(config_.get_int("train.seed")) + static_cast<uint64_t>(start_step);
+  for (int64_t k = 0; k < accumulate_; ++k)
+    streams_[k] = at::detail::createCPUGenerator(stream_seed(seed, rank_ * accumulate_ + k));
+  return false;
+}
+
+void TrainingState::broadcast_weights() {
+  if (!group_) return;
+  group_->broadcast(module_tensors(modules_));
+  group_->broadcast(module_tensors(ema_->modules()));
+  if (target_ema_) group_->broadcast(module_tensors(target_ema_->modules()));
 }
 
 }  // namespace onestep

@@ -1,8 +1,10 @@
 // Everything one training step reads and changes, and the step itself: the dataset, the
 // method and its modules on the device, the frozen modules, the EMA (and a fast target EMA
-// for methods that ask for one), Adam with its learning-rate schedule, and the run's
-// generator. `onestep train` (trainer.cpp) and `onestep bench` (benchmark.cpp) build it from
-// a config and call the same step().
+// for methods that ask for one), Adam with its learning-rate schedule, and the data, noise and
+// time streams. In a data-parallel run (a ProcessGroup) each process draws its share of the
+// batch, split into train.accumulate micro-batches, from streams of its own, and gradients are
+// averaged over the processes before clipping. `onestep train` (trainer.cpp) and `onestep
+// bench` (benchmark.cpp) build it from a config and call the same step().
 #pragma once
 
 #include <map>
@@ -11,6 +13,7 @@
 
 #include "onestep/core/config.h"
 #include "onestep/methods/method.h"
+#include "onestep/train/distributed.h"
 #include "onestep/train/ema.h"
 #include "onestep/train/optimizer.h"
 
@@ -22,17 +25,37 @@ struct StepOutcome {
   bool finite = false;
   double loss = 0;
   double grad_norm = 0;
-  std::map<std::string, torch::Tensor> parts;  // the method's detached loss parts
+  std::map<std::string, double> parts;  // the method's loss parts, averaged over the batch
+  bool stop = false;  // some process was asked to stop (stop_requested)
 };
 
 class TrainingState {
  public:
-  // Validates the config and builds everything, initialised from train.seed, on train.device.
-  explicit TrainingState(const Config& config);
+  // Validates the config and builds everything, initialised from train.seed, on train.device
+  // (CUDA: device `local_rank` in a multi-process run). Throws UserError when the batch does
+  // not split into the run's shares or the method's loss cannot be split.
+  explicit TrainingState(const Config& config, ProcessGroup* group = nullptr, int local_rank = 0);
 
-  // One training step at 0-based index `step` (sets the learning rate of the schedule):
-  // a batch, the method's loss, backward, gradient clipping, Adam and the EMA updates.
-  StepOutcome step(int64_t step);
+  // One training step at 0-based index `step` (sets the learning rate of the schedule): the
+  // micro-batches, the method's loss, backward, the gradient average over processes, gradient
+  // clipping, Adam and the EMA updates. `stop_requested`: this process was asked to stop; every
+  // process learns it through outcome.stop.
+  StepOutcome step(int64_t step, bool stop_requested = false);
+
+  // The states of all the run's data streams, in stream order (a collective in a multi-process
+  // run: every process calls it), for the checkpoint.
+  std::vector<torch::Tensor> stream_states();
+  // Restores stream states read from a checkpoint written at `start_step`. With another split
+  // of the batch than the checkpoint's, the streams restart from the seed; returns false then.
+  bool restore_streams(const std::vector<torch::Tensor>& states, int64_t start_step);
+  // Rank 0's weights (modules, EMA, target EMA) to every process.
+  void broadcast_weights();
+
+  ProcessGroup* group() { return group_; }
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int64_t share_size() const { return share_size_; }
+  int64_t accumulate() const { return accumulate_; }
 
   const Config& config() const { return config_; }
   const torch::Device& device() const { return device_; }
@@ -44,7 +67,6 @@ class TrainingState {
   Ema* target_ema() { return target_ema_.get(); }
   Adam& optimizer() { return *optimizer_; }
   const LearningRateSchedule& schedule() const { return schedule_; }
-  torch::Generator& generator() { return gen_; }
 
  private:
   Config config_;
@@ -57,8 +79,11 @@ class TrainingState {
   std::unique_ptr<Ema> ema_, target_ema_;
   std::unique_ptr<Adam> optimizer_;
   LearningRateSchedule schedule_;
-  torch::Generator gen_;
-  int64_t batch_size_;
+  ProcessGroup* group_;  // null in a one-process run
+  int rank_ = 0, world_size_ = 1;
+  int64_t accumulate_, share_size_;
+  // Stream rank * accumulate + k of the run's world_size * accumulate shares of each step.
+  std::vector<torch::Generator> streams_;
   double grad_clip_;
   bool bf16_ = false;  // train.precision
 };
