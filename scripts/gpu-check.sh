@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check on a machine with a CUDA PyTorch wheel and no Debian packages (the device machine,
 # see docs/benchmarks.md): builds onestep against the wheel's LibTorch, runs the test suite and a
-# short CUDA training-speed check, and writes a summary. Needs the Debian .deb files of the
+# short CUDA training-speed check, `make bench-compare` on CUDA (GPU_CHECK_COMPARE=0 skips it), and
+# writes a summary. Needs the Debian .deb files of the
 # header libraries in .deps/ (fetch them here with `scripts/gpu-check.sh --fetch`).
 # Usage: scripts/gpu-check.sh [--fetch] [OUT_DIR]   (OUT_DIR default: gpu-check-out)
 set -uo pipefail
@@ -69,6 +70,16 @@ for method in $(build-gpu/onestep info | sed -n 's/^methods: //p' | tr -d ','); 
     echo "- $method: FAILED: $(tail -2 "$run.log" | tr '\n' ' ')" >> "$summary"
   fi
 done
+
+# onestep against the Python twin on CUDA (issue 12): the wheel's python runs bench/python.
+if [ "${GPU_CHECK_COMPARE:-1}" = 1 ]; then
+  echo >> "$summary"; echo "## make bench-compare on CUDA" >> "$summary"
+  ROUNDS=${ROUNDS:-3} PYTHON=python3 OUT="$out/compare" timeout 600 scripts/bench-compare.sh build-gpu cuda \
+    > "$out/compare.md" 2> "$out/compare.log"
+  echo "- exit $?" >> "$summary"
+  cat "$out/compare.md" >> "$summary"
+  rm -rf "$out/compare"
+fi
 
 batches=${GPU_CHECK_BATCHES-64 256}
 echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"

@@ -139,11 +139,8 @@ class MethodRoundTrip : public Cli, public ::testing::WithParamInterface<std::st
 
 TEST_P(MethodRoundTrip, TrainsResumesExactlySamplesAndEvaluates) {
   const std::string method = GetParam();
-  onestep::Config config;
-  config.apply_override("method.name=" + method);
-  const std::string network = onestep::make_method(config)->required_network();
-  const std::string common = "method.name=" + method + " data.name=8gaussians model.width=32 model.depth=2 " +
-                             (network.empty() ? "" : "model.name=" + network + " ") +
+  const std::string common = onestep::testing_support::method_overrides(method) +
+                             "data.name=8gaussians model.width=32 model.depth=2 "
                              "train.log_every=1 train.sample_every=0 eval.at_end=false ";
   ASSERT_EQ(run("train " + common + "train.steps=30 --out " + path("whole")).status, 0);
   ASSERT_EQ(run("train " + common + "train.steps=12 --out " + path("split")).status, 0);

@@ -132,8 +132,8 @@ class DataParallel : public TempFolderTest, public ::testing::WithParamInterface
 
 TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
   const std::string method = GetParam();
-  const std::string common = "train method.name=" + method +
-                             " data.name=8gaussians model.width=32 model.depth=2 train.batch_size=64 train.steps=8 "
+  const std::string common = "train " + onestep::testing_support::method_overrides(method) +
+                             "data.name=8gaussians model.width=32 model.depth=2 train.batch_size=64 train.steps=8 "
                              "train.warmup=2 train.log_every=1 train.sample_every=0 train.threads=1 "
                              "eval.at_end=false ";
   Config config;

@@ -5,6 +5,8 @@
 // float32 gradients.
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "onestep/core/compat.h"
 #include "onestep/core/config.h"
 #include "onestep/core/registry.h"
@@ -67,9 +69,8 @@ class MethodPrecision : public ::testing::TestWithParam<std::string> {};
 TEST_P(MethodPrecision, Bf16LossIsCloseToFloat32WithFloat32Gradients) {
   Config config;
   for (const auto* o : {"data.name=8gaussians", "model.width=64", "model.depth=2"}) config.apply_override(o);
-  config.apply_override("method.name=" + GetParam());
-  const std::string network = make_method(config)->required_network();
-  if (!network.empty()) config.apply_override("model.name=" + network);
+  std::istringstream overrides(testing_support::method_overrides(GetParam()));
+  for (std::string o; overrides >> o;) config.apply_override(o);
   config.validate();
   auto dataset = make_dataset(config);
   auto method = make_method(config);

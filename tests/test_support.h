@@ -23,8 +23,10 @@
 #include <utility>
 #include <vector>
 
+#include "onestep/core/config.h"
 #include "onestep/core/error.h"
 #include "onestep/core/registry.h"
+#include "onestep/methods/method.h"
 
 namespace onestep::testing_support {
 
@@ -91,6 +93,15 @@ inline std::vector<std::string> registered_names(const std::string& section) {
   std::vector<std::string> names;
   for (const auto* info : components(section)) names.push_back(info->name);
   return names;
+}
+
+// The overrides that choose `method`: "method.name=M", and "model.name=N " when the method
+// needs a particular network (Method::required_network), each followed by a space.
+inline std::string method_overrides(const std::string& method) {
+  Config config;
+  config.apply_override("method.name=" + method);
+  const std::string network = make_method(config)->required_network();
+  return "method.name=" + method + " " + (network.empty() ? "" : "model.name=" + network + " ");
 }
 
 // A test-parameter name for a component name: characters other than letters and digits become '_'.
