@@ -43,6 +43,7 @@ void adam_update_cpu_float(const torch::Tensor& param, const torch::Tensor& grad
 
 Adam::Adam(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamOptions options)
     : params_(std::move(named_parameters)), options_(options) {
+  if (params_.numel() == 0) return;
   exp_avg_ = torch::zeros_like(params_.data());
   exp_avg_sq_ = torch::zeros_like(params_.data());
 }

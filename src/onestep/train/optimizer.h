@@ -26,7 +26,8 @@ struct AdamOptions {
 
 class Adam {
  public:
-  // The parameters become views of one buffer (FlatParameters); their gradients too.
+  // The parameters become views of one buffer (FlatParameters); their gradients too, so a
+  // parameter that got no gradient in a step counts as a zero gradient (its moments decay).
   Adam(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamOptions options);
   // One update with learning rate `lr` from the parameters' .grad().
   void step(double lr);
