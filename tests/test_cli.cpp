@@ -26,6 +26,7 @@ namespace {
 
 using Result = onestep::testing_support::CommandResult;
 using onestep::testing_support::run_onestep;
+using onestep::testing_support::losses;
 
 Result run(const std::string& args) { return run_onestep(args); }
 
@@ -52,16 +53,6 @@ class Cli : public ::testing::Test {
 
   fs::path dir_;
 };
-
-std::vector<double> losses(const std::string& metrics_path) {
-  std::vector<double> out;
-  std::ifstream in(metrics_path);
-  for (std::string line; std::getline(in, line);) {
-    const auto record = nlohmann::json::parse(line);
-    if (record.contains("loss")) out.push_back(record["loss"].get<double>());
-  }
-  return out;
-}
 
 const std::string kTiny = "train.steps=6 train.log_every=1 model.width=16 model.depth=2 eval.num=200 train.sample_every=0";
 

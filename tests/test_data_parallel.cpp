@@ -69,22 +69,6 @@ void on_two_ranks(int64_t bucket_bytes, const std::function<void(ProcessGroup&)>
   for (const auto& failure : failures) EXPECT_EQ(failure, "");
 }
 
-std::vector<double> losses(const std::string& metrics_path) {
-  std::vector<double> out;
-  std::ifstream in(metrics_path);
-  for (std::string line; std::getline(in, line);) {
-    const auto record = nlohmann::json::parse(line);
-    if (record.contains("loss")) out.push_back(record["loss"].get<double>());
-  }
-  return out;
-}
-
-std::vector<std::string> registered_methods() {
-  std::vector<std::string> names;
-  for (const auto* info : components("method")) names.push_back(info->name);
-  return names;
-}
-
 int run_to_end(const std::string& args, const std::string& log_path) {
   return wait_for_exit(spawn_onestep(args, {}, log_path), std::chrono::seconds(300));
 }
@@ -172,7 +156,7 @@ TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
   EXPECT_EQ(a.metadata.at("rng_state"), b.metadata.at("rng_state"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Registered, DataParallel, ::testing::ValuesIn(registered_methods()),
+INSTANTIATE_TEST_SUITE_P(Registered, DataParallel, ::testing::ValuesIn(registered_names("method")),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            for (char& ch : name)

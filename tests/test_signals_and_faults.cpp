@@ -30,16 +30,6 @@ class SignalsAndFaults : public TempFolderTest {
   }
 };
 
-std::vector<double> losses(const std::string& metrics_path) {
-  std::vector<double> out;
-  std::ifstream in(metrics_path);
-  for (std::string line; std::getline(in, line);) {
-    const auto record = nlohmann::json::parse(line);
-    if (record.contains("loss")) out.push_back(record["loss"].get<double>());
-  }
-  return out;
-}
-
 const std::string kRun = "train data.name=8gaussians model.width=16 model.depth=2 train.batch_size=64 "
                          "train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false ";
 

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -93,6 +94,17 @@ inline std::vector<std::string> registered_names(const std::string& section) {
   std::vector<std::string> names;
   for (const auto* info : components(section)) names.push_back(info->name);
   return names;
+}
+
+// The "loss" of every metrics.jsonl record of a run, in order.
+inline std::vector<double> losses(const std::string& metrics_path) {
+  std::vector<double> out;
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (record.contains("loss")) out.push_back(record["loss"].get<double>());
+  }
+  return out;
 }
 
 // The overrides that choose `method`: "method.name=M", and "model.name=N " when the method
