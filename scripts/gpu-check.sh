@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # GPU check on a machine with a CUDA PyTorch wheel and no Debian packages (the device machine,
-# see docs/benchmarks.md): builds onestep against the wheel's LibTorch, runs the test suite and a
-# short CUDA training-speed check, `make bench-compare` on CUDA (GPU_CHECK_COMPARE=0 skips it), and
-# writes a summary. Needs the Debian .deb files of the
-# header libraries in .deps/ (fetch them here with `scripts/gpu-check.sh --fetch`).
+# see docs/benchmarks.md): builds onestep against the wheel's LibTorch, then runs the parts named
+# in GPU_CHECK_PARTS (default "tests smoke compare speed"):
+#   tests    ctest (and a backtrace of the first failing test);
+#   smoke    every registered method trains 50 steps on CUDA and evaluates;
+#   compare  `make bench-compare` on CUDA (ROUNDS rounds, default 3);
+#   speed    training steps/s of FM and MeanFlow on the U-Net and DiT (GPU_CHECK_BATCHES, "64 256");
+#   results  scripts/fmnist-results.sh and part 4 of scripts/toy-results.sh on CUDA, side by side
+#            (each cut at RESULTS_TIMEOUT seconds, default 360).
+# Needs the Debian .deb files of the header libraries in .deps/ (fetch them here with
+# `scripts/gpu-check.sh --fetch`). Writes OUT/summary.md and, with every log and result,
+# OUT/detail.tar.gz (the device machine returns at most 8 files, so the rest travels packed).
 # Usage: scripts/gpu-check.sh [--fetch] [OUT_DIR]   (OUT_DIR default: gpu-check-out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +21,12 @@ if [ "${1:-}" = "--fetch" ]; then
   exit $?
 fi
 out=$(realpath -m "${1:-gpu-check-out}")
-mkdir -p "$out/runs"
+parts=" ${GPU_CHECK_PARTS:-tests smoke compare speed} "
+has() { [[ $parts == *" $1 "* ]]; }
+detail="$out/detail"
+mkdir -p "$detail/runs"
 summary="$out/summary.md"
+trap 'rm -rf "$detail/runs"; tar czf "$out/detail.tar.gz" --exclude="*.safetensors" -C "$out" detail && rm -rf "$detail"' EXIT
 deps=/opt/deps
 mkdir -p "$deps"
 for f in .deps/*.deb; do dpkg -x "$f" "$deps"; done
@@ -34,67 +45,83 @@ torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 start=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" \
-  -DCMAKE_POLICY_VERSION_MINIMUM=3.5 > "$out/configure.log" 2>&1
-cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1
+  -DCMAKE_POLICY_VERSION_MINIMUM=3.5 > "$detail/configure.log" 2>&1
+targets=(); has tests || targets=(--target onestep)
+cmake --build build-gpu -j "$(nproc)" "${targets[@]}" > "$detail/build.log" 2>&1
 build_rc=$?
-echo "- build: exit $build_rc in $(( $(date +%s) - start )) s; warnings: $(grep -c 'warning:' "$out/build.log")" >> "$summary"
-grep -A3 'warning:\|error:' "$out/build.log" | head -40 >> "$out/build-warnings.log"
-[ $build_rc -eq 0 ] || { tail -40 "$out/build.log"; cat "$summary"; exit 1; }
+echo "- build: exit $build_rc in $(( $(date +%s) - start )) s; warnings: $(grep -c 'warning:' "$detail/build.log")" >> "$summary"
+grep -A3 'warning:\|error:' "$detail/build.log" | head -40 >> "$detail/build-warnings.log"
+[ $build_rc -eq 0 ] || { tail -40 "$detail/build.log"; cat "$summary"; exit 1; }
 
-start=$(date +%s)
-(cd build-gpu && OMP_NUM_THREADS=2 ctest -j 8 --timeout 300 --output-on-failure > "$out/ctest.log" 2>&1)
-echo "- ctest: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1) in $(( $(date +%s) - start )) s" >> "$summary"
-grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$out/ctest.log" | head -30 >> "$summary"
-echo "- DT_NEEDED order of onestep_tests: $(readelf -d build-gpu/onestep_tests | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')" >> "$summary"
-first_failed=$(grep -oE '[0-9]+ - [A-Za-z0-9_./]+ \((Failed|SEGFAULT|Subprocess aborted)' "$out/ctest.log" | head -1 | awk '{print $3}')
-if [ -n "$first_failed" ] && command -v cuda-gdb > /dev/null; then
-  timeout 120 cuda-gdb -batch -ex run -ex bt --args build-gpu/onestep_tests --gtest_filter="$first_failed" \
-    > "$out/backtrace.log" 2>&1
-  echo "- backtrace of $first_failed: backtrace.log" >> "$summary"
-fi
-if [ -n "$first_failed" ]; then
-  LD_PRELOAD=$(c++ -print-file-name=libstdc++.so.6) timeout 120 build-gpu/onestep_tests --gtest_filter="$first_failed" \
-    > "$out/preload.log" 2>&1
-  echo "- $first_failed with the compiler's libstdc++ preloaded: exit $?" >> "$summary"
-fi
-
-# Training speed on CUDA: steps/s of FM and MeanFlow on the shipped Fashion-MNIST configs.
-# CUDA smoke test: every registered method trains 50 steps on the GPU and samples.
-echo >> "$summary"; echo "## CUDA smoke (50 steps on checkerboard, then eval at 1 and 2 NFE)" >> "$summary"
-for method in $(build-gpu/onestep info | sed -n 's/^methods: //p' | tr -d ','); do
-  run="$out/runs/smoke-$method"; rm -rf "$run"
-  if timeout 120 build-gpu/onestep train method.name="$method" train.device=cuda train.steps=50 train.log_every=25 \
-       model.width=64 model.depth=2 eval.nfe=1,2 eval.num=500 --out "$run" > "$run.log" 2>&1; then
-    echo "- $method: ok, $(grep -o '"loss":[0-9.e+-]*' "$run/metrics.jsonl" | tail -1), eval $(grep -c nfe "$run/metrics.jsonl") record" >> "$summary"
-  else
-    echo "- $method: FAILED: $(tail -2 "$run.log" | tr '\n' ' ')" >> "$summary"
+if has tests; then
+  start=$(date +%s)
+  (cd build-gpu && OMP_NUM_THREADS=2 ctest -j 8 --timeout 300 --output-on-failure > "$detail/ctest.log" 2>&1)
+  echo "- ctest: $(grep -E 'tests passed|tests failed' "$detail/ctest.log" | tail -1) in $(( $(date +%s) - start )) s" >> "$summary"
+  grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$detail/ctest.log" | head -30 >> "$summary"
+  echo "- DT_NEEDED order of onestep_tests: $(readelf -d build-gpu/onestep_tests | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')" >> "$summary"
+  first_failed=$(grep -oE '[0-9]+ - [A-Za-z0-9_./]+ \((Failed|SEGFAULT|Subprocess aborted)' "$detail/ctest.log" | head -1 | awk '{print $3}')
+  if [ -n "$first_failed" ] && command -v cuda-gdb > /dev/null; then
+    timeout 120 cuda-gdb -batch -ex run -ex bt --args build-gpu/onestep_tests --gtest_filter="$first_failed" \
+      > "$detail/backtrace.log" 2>&1
+    echo "- backtrace of $first_failed: backtrace.log" >> "$summary"
   fi
-done
+  if [ -n "$first_failed" ]; then
+    LD_PRELOAD=$(c++ -print-file-name=libstdc++.so.6) timeout 120 build-gpu/onestep_tests --gtest_filter="$first_failed" \
+      > "$detail/preload.log" 2>&1
+    echo "- $first_failed with the compiler's libstdc++ preloaded: exit $?" >> "$summary"
+  fi
+fi
+
+if has smoke; then
+  echo >> "$summary"; echo "## CUDA smoke (50 steps on checkerboard, then eval at 1 and 2 NFE)" >> "$summary"
+  for method in $(build-gpu/onestep info | sed -n 's/^methods: //p' | tr -d ','); do
+    run="$detail/runs/smoke-$method"; rm -rf "$run"
+    if timeout 120 build-gpu/onestep train method.name="$method" train.device=cuda train.steps=50 train.log_every=25 \
+         model.width=64 model.depth=2 eval.nfe=1,2 eval.num=500 --out "$run" > "$run.log" 2>&1; then
+      echo "- $method: ok, $(grep -o '"loss":[0-9.e+-]*' "$run/metrics.jsonl" | tail -1), eval $(grep -c nfe "$run/metrics.jsonl") record" >> "$summary"
+    else
+      echo "- $method: FAILED: $(tail -2 "$run.log" | tr '\n' ' ')" >> "$summary"
+    fi
+  done
+fi
 
 # onestep against the Python twin on CUDA (issue 12): the wheel's python runs bench/python.
-if [ "${GPU_CHECK_COMPARE:-1}" = 1 ]; then
+if has compare; then
   echo >> "$summary"; echo "## make bench-compare on CUDA" >> "$summary"
-  ROUNDS=${ROUNDS:-3} PYTHON=python3 OUT="$out/compare" timeout 600 scripts/bench-compare.sh build-gpu cuda \
-    > "$out/compare.md" 2> "$out/compare.log"
+  ROUNDS=${ROUNDS:-3} PYTHON=python3 OUT="$detail/compare" timeout 600 scripts/bench-compare.sh build-gpu cuda \
+    > "$detail/compare.md" 2> "$detail/compare.log"
   echo "- exit $?" >> "$summary"
-  cat "$out/compare.md" >> "$summary"
-  rm -rf "$out/compare"
+  cat "$detail/compare.md" >> "$summary"
 fi
 
-batches=${GPU_CHECK_BATCHES-64 256}
-echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"
-for method in fm meanflow; do
-  for model in unet dit; do
-    for batch in $batches; do
-      run="$out/runs/$method-$model-$batch"; rm -rf "$run"
-      extra=(); [ "$model" = dit ] && extra=(model.name=dit model.width=256 model.depth=6 model.heads=4 model.patch_size=2)
-      timeout 240 build-gpu/onestep train -c "configs/fmnist/$method.toml" --out "$run" train.device=cuda \
-        train.steps=200 train.log_every=100 train.sample_every=0 train.ckpt_every=0 eval.at_end=false \
-        train.batch_size=$batch "${extra[@]}" > "$run.log" 2>&1
-      rate=$(tail -1 "$run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys;print(json.loads(sys.stdin.read())["steps_per_s"])' 2>/dev/null)
-      echo "- $method $model batch $batch: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
+if has speed; then
+  echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"
+  for method in fm meanflow; do
+    for model in unet dit; do
+      for batch in ${GPU_CHECK_BATCHES:-64 256}; do
+        run="$detail/runs/$method-$model-$batch"; rm -rf "$run"
+        extra=(); [ "$model" = dit ] && extra=(model.name=dit model.width=256 model.depth=6 model.heads=4 model.patch_size=2)
+        timeout 240 build-gpu/onestep train -c "configs/fmnist/$method.toml" --out "$run" train.device=cuda \
+          train.steps=200 train.log_every=100 train.sample_every=0 train.ckpt_every=0 eval.at_end=false \
+          train.batch_size="$batch" "${extra[@]}" > "$run.log" 2>&1
+        rate=$(tail -1 "$run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys;print(json.loads(sys.stdin.read())["steps_per_s"])' 2>/dev/null)
+        echo "- $method $model batch $batch: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
+      done
     done
   done
-done
-rm -rf "$out/runs"
+fi
+
+# The result tables on CUDA: Fashion-MNIST (docs/results.md) beside the MeanFlow time-pair study.
+if has results; then
+  start=$(date +%s)
+  DEVICE=cuda JOBS=3 ONESTEP_BIN=build-gpu/onestep timeout "${RESULTS_TIMEOUT:-360}" \
+    scripts/fmnist-results.sh "$detail/fmnist" > "$detail/fmnist.log" 2>&1 &
+  DEVICE=cuda JOBS=10 PARTS=4 ONESTEP_BIN=build-gpu/onestep timeout "${RESULTS_TIMEOUT:-360}" \
+    scripts/toy-results.sh "$detail/toys" > "$detail/toys.log" 2>&1
+  toys_rc=$?
+  wait $!
+  fmnist_rc=$?
+  echo >> "$summary"; echo "## Result tables on CUDA ($(( $(date +%s) - start )) s; exit fmnist $fmnist_rc, toys $toys_rc)" >> "$summary"
+  cat "$detail/fmnist.log" "$detail/toys.log" >> "$summary"
+fi
 cat "$summary"

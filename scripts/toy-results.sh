@@ -4,8 +4,11 @@
 # methods at 1, 2, 4 NFE), evaluated against 4,000 held-out points. Part 2 ("before"): the
 # previous recipe (plain 4x256 MLP without Fourier features) for fm and meanflow. Part 3: on
 # checkerboard, the adaptive-weight study and the MeanFlow ablations, measured with the previous
-# recipe. Runs two trainings at a time, one thread each; ONESTEP_BIN overrides the binary
-# (default build/onestep); METHODS and DATASETS restrict part 1, PARTS the parts (default "1 2 3").
+# recipe. Part 4: the MeanFlow time-pair study on checkerboard (the gap sampler, the JVP's
+# tangent velocity, the batch), the shipped config and one or two changes each. Runs JOBS
+# trainings at a time (default 2), one thread each; ONESTEP_BIN overrides the binary (default
+# build/onestep), DEVICE the device (default cpu); METHODS and DATASETS restrict part 1, PARTS
+# the parts (default "1 2 3").
 # Usage: scripts/toy-results.sh [OUT_DIR]   (default runs/toy-results; several hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +17,15 @@ bin=${ONESTEP_BIN:-build/onestep}
 methods=${METHODS:-fm meanflow tvm}
 datasets=${DATASETS:-checkerboard moons spirals 8gaussians swissroll}
 parts=${PARTS:-1 2 3}
+jobs_at_once=${JOBS:-2}
+device=${DEVICE:-cpu}
 mkdir -p "$out"
 
 train_eval() {  # name, nfe list, config, overrides...
   local name=$1 nfe=$2 config=$3
   shift 3
   rm -rf "${out:?}/$name"
-  "$bin" train -c "$config" train.threads=1 train.sample_every=0 eval.at_end=false "$@" --out "$out/$name" \
+  "$bin" train -c "$config" train.threads=1 train.sample_every=0 eval.at_end=false train.device="$device" "$@" --out "$out/$name" \
     > "$out/$name.train.log" 2>&1
   "$bin" eval --ckpt "$out/$name" --nfe "$nfe" --num "${num:-4000}" train.threads=1 > "$out/$name.eval.txt" 2>&1
   # The picture at the NFE that matters: Flow Matching's last (50), the one-step methods' first (1).
@@ -56,6 +61,15 @@ for part in $parts; do
                       "time-scale-10|model.time_scale=10" "baseline|"; do
          jobs+=("ablation-${variant%%|*}|1,2,4|$cfg|$abl ${variant#*|}")
        done ;;
+    4) cfg=configs/toy/meanflow-checkerboard.toml
+       both="method.gap_sampler=uniform-gap method.tangent_velocity=model"
+       for variant in "shipped|" "uniform-gap|method.gap_sampler=uniform-gap" \
+                      "model-tangent|method.tangent_velocity=model" "gap-model|$both" \
+                      "gap-model-ratio0.75|$both method.ratio=0.75" "gap-model-logitnormal|$both method.time_sampler=logit-normal" \
+                      "batch1024|train.batch_size=1024" "gap-model-batch1024|$both train.batch_size=1024" \
+                      "gap-model-steps32k|$both train.steps=32000" "gap-model-lr3e-4|$both train.lr=3e-4"; do
+         jobs+=("pairs-${variant%%|*}|1,2,4|$cfg|${variant#*|}")
+       done ;;
   esac
 done
 
@@ -65,7 +79,7 @@ for job in "${jobs[@]}"; do
   # shellcheck disable=SC2086
   num=$([[ $name == adaptive-* ]] && echo 16000 || echo 4000) train_eval "$name" "$nfe" "$config" $overrides &
   running=$((running + 1))
-  if [ $running -ge 2 ]; then wait -n; running=$((running - 1)); fi
+  if [ $running -ge "$jobs_at_once" ]; then wait -n; running=$((running - 1)); fi
 done
 wait
 

@@ -47,11 +47,14 @@ double identity_residual(double a_t, double a_h) {
   return (residual.norm() / u_value.norm()).item<double>();
 }
 
-// A network computing u*(z, r, t) exactly (r < t), for the production loss.
+// A network computing u*(z, r, t) exactly (v*(z, t) at r = t), for the production loss.
 class ExactAverageVelocity : public NetworkImpl {
  public:
   ExactAverageVelocity() : NetworkImpl({{2}, {2}, 0}) {}
-  torch::Tensor forward(const NetInput& in) override { return exact_average_velocity(in.z, in.t, in.h); }
+  torch::Tensor forward(const NetInput& in) override {
+    const auto safe_h = torch::where(in.h > 0, in.h, torch::ones_like(in.h));
+    return torch::where((in.h > 0).unsqueeze(1), exact_average_velocity(in.z, in.t, safe_h), exact_velocity(in.z, in.t));
+  }
   std::vector<torch::Tensor> output_parameters() override { return {}; }
 };
 
@@ -139,6 +142,23 @@ TEST(MeanFlow, ProductionLossVanishesAtTheExactAverageVelocityOnlyWithTheRightTa
   for (const char* wrong : {"v,0,0", "v,1,0", "v,1,1"}) EXPECT_GT(loss_with(wrong), 1e-4 * scale) << wrong;
 }
 
+TEST(MeanFlow, ModelTangentTargetsTheMarginalVelocityAtTheExactNetwork) {
+  // With the network's own velocity u(z, t, t) = v* as the z-tangent, the identity makes
+  // u* + (t - r) du*/dt = v*, so the loss of the exact network against the conditional velocity
+  // e - x is |v* - (e - x)|^2 for every r: a closed form. The conditional tangent gives another
+  // value (its du/dt carries (e - x - v*) . d_z u*).
+  const auto draw = gaussian_draw(64);
+  ExactAverageVelocity net;
+  const auto loss_with = [&](const std::string& velocity) {
+    const auto method = make_meanflow({"method.adaptive_p=0", "method.tangent_velocity=" + velocity});
+    return method.loss_at(net, draw.point, draw.r, torch::Tensor(), torch::Tensor()).loss.item<double>();
+  };
+  const double closed_form =
+      (exact_velocity(draw.point.z_t, draw.point.t) - draw.point.v_t).pow(2).sum(1).mean().item<double>();
+  EXPECT_NEAR(loss_with("model"), closed_form, 1e-10 * closed_form);
+  EXPECT_GT(std::abs(loss_with("conditional") - closed_form), 1e-3 * closed_form);
+}
+
 TEST(MeanFlow, AdaptiveWeightCarriesNoGradient) {
   auto net = small_mlp();
   const auto draw = gaussian_draw(64);
@@ -171,6 +191,21 @@ TEST(MeanFlow, TimePairsKeepROrderedAndTheConfiguredShare) {
   EXPECT_TRUE((t <= 1).all().item<bool>());
   // Share of r != t: 0.25 with binomial std sqrt(0.25*0.75/40000) = 0.0022.
   EXPECT_NEAR(r.ne(t).to(torch::kDouble).mean().item<double>(), 0.25, 0.011);
+}
+
+TEST(MeanFlow, UniformGapSamplerDrawsGapsUniformlyInsideTheUnitInterval) {
+  for (const char* sampler : {"uniform", "logit-normal"}) {
+    const auto method = make_meanflow({"method.ratio=1", "method.gap_sampler=uniform-gap",
+                                       std::string("method.time_sampler=") + sampler});
+    auto gen = at::detail::createCPUGenerator(11);
+    const auto [t, r] = method.sample_time_pair(40000, gen);
+    EXPECT_TRUE((r >= 0).all().item<bool>()) << sampler;
+    EXPECT_TRUE((t <= 1).all().item<bool>()) << sampler;
+    const auto gap = (t - r).to(torch::kDouble);
+    // U(0, 1): mean 1/2 (std 0.0014 here), P(gap > 0.9) = 0.1 (std 0.0015), against 0.01 for two sorted uniform draws.
+    EXPECT_NEAR(gap.mean().item<double>(), 0.5, 0.007) << sampler;
+    EXPECT_NEAR((gap > 0.9).to(torch::kDouble).mean().item<double>(), 0.1, 0.008) << sampler;
+  }
 }
 
 TEST(MeanFlow, ShortRunOnGaussianDataApproachesTheExactAverageVelocity) {

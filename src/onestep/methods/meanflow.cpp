@@ -21,6 +21,8 @@ const OptionSchema<MeanFlowOptions>& MeanFlowOptions::schema() {
           .include(&MeanFlowOptions::time_sampler, TimeSampler::schema())
           .include(&MeanFlowOptions::label_dropout, LabelDropout::schema())
           .add("ratio", &MeanFlowOptions::ratio, 0, 1, "meanflow: share of the batch with r != t")
+          .add("gap_sampler", &MeanFlowOptions::gap_sampler, {"pairs", "uniform-gap"},
+               "meanflow: r != t pairs from two sorted time draws, or gap t - r ~ U(0, 1) then r below 1 - gap")
           .add("adaptive_p", &MeanFlowOptions::adaptive_p, 0, 10, "meanflow: adaptive loss weight power p (0: plain L2)")
           .add("adaptive_c", &MeanFlowOptions::adaptive_c, 1e-12, 10, "meanflow: adaptive loss weight constant c")
           .add("cfg_omega", &MeanFlowOptions::cfg_omega, 0, 100, "meanflow: CFG scale omega folded into training (1: off)")
@@ -31,7 +33,9 @@ const OptionSchema<MeanFlowOptions>& MeanFlowOptions::schema() {
           .add("jvp", &MeanFlowOptions::jvp, {"forward", "double-backward"},
                "JVP implementation: forward-mode AD, or double backward for ops without a forward formula")
           .add("tangent", &MeanFlowOptions::tangent, {"v,0,1", "v,0,0", "v,1,0", "v,1,1"},
-               "meanflow: JVP tangent on (z, r, t); only v,0,1 is correct (the others are for the ablation)");
+               "meanflow: JVP tangent on (z, r, t); only v,0,1 is correct (the others are for the ablation)")
+          .add("tangent_velocity", &MeanFlowOptions::tangent_velocity, {"conditional", "model"},
+               "meanflow: z-tangent of the JVP: the conditional velocity e - x, or the network's own u(z, t, t)");
   return schema;
 }
 
@@ -46,10 +50,17 @@ MeanFlow::MeanFlow(MeanFlowOptions options)
 }
 
 TimePair MeanFlow::sample_time_pair(int64_t n, torch::Generator& gen) const {
-  const auto a = options_.time_sampler.draw(n, gen);
-  const auto b = options_.time_sampler.draw(n, gen);
-  auto t = torch::maximum(a, b);
-  auto r = torch::minimum(a, b);
+  torch::Tensor t, r;
+  if (options_.gap_sampler == "uniform-gap") {
+    const auto gap = torch::rand({n}, gen);
+    r = options_.time_sampler.draw_below(1 - gap, gen);
+    t = torch::minimum(r + gap, torch::ones_like(r));
+  } else {
+    const auto a = options_.time_sampler.draw(n, gen);
+    const auto b = options_.time_sampler.draw(n, gen);
+    t = torch::maximum(a, b);
+    r = torch::minimum(a, b);
+  }
   const auto keep_gap = torch::rand({n}, gen) < options_.ratio;
   r = torch::where(keep_gap, r, t);
   return {t, r};
@@ -101,7 +112,12 @@ LossOutput MeanFlow::loss_at(NetworkImpl& net, const PathPoint& point, const tor
   const auto& t = point.t;
   const auto v = c.defined() ? guided_velocity(net, point.z_t, t, point.v_t, labels, c.eq(net.null_label()))
                              : point.v_t;
-  const auto [u, du_dt] = average_velocity_and_time_derivative(net, point.z_t, r, t, c, v);
+  torch::Tensor tangent = v;
+  if (options_.tangent_velocity == "model") {
+    torch::NoGradGuard no_grad;
+    tangent = net.forward({point.z_t, t, torch::zeros_like(t), c}).to(v.scalar_type());
+  }
+  const auto [u, du_dt] = average_velocity_and_time_derivative(net, point.z_t, r, t, c, tangent);
   const auto u_target = target(v, du_dt, r, t);
   const auto error = (u - u_target).pow(2).flatten(1).sum(1);
   const auto weight = options_.adaptive_p == 0.0

@@ -13,6 +13,9 @@ namespace onestep {
 struct MeanFlowOptions {
   TimeSampler time_sampler;    // each of the two draws of (t, r)
   double ratio = 0.25;         // share of the batch with r != t
+  // How the r != t pairs are drawn: "pairs" (two draws of time_sampler, sorted; the paper) or
+  // "uniform-gap" (h = t - r ~ U(0, 1), then r from time_sampler truncated to [0, 1 - h]).
+  std::string gap_sampler = "pairs";
   double adaptive_p = 1.0;     // w = 1 / (L + c)^p
   double adaptive_c = 1e-3;
   LabelDropout label_dropout;
@@ -23,10 +26,13 @@ struct MeanFlowOptions {
   std::string jvp = "forward";  // or "double-backward"
   // JVP tangent on (z, r, t): "v,0,1" is correct, the others exist for the ablation.
   std::string tangent = "v,0,1";
+  // The velocity in the JVP's z-tangent: "conditional" (e - x, or its guided fold; the paper) or
+  // "model" (the network's own u(z_t, t, t), without gradient: the same expectation, less variance).
+  std::string tangent_velocity = "conditional";
   static const OptionSchema<MeanFlowOptions>& schema();
 };
 
-// (t, r) pairs: two draws, t the larger, r the smaller, then r = t for a share 1 - ratio.
+// (t, r) pairs by `gap_sampler`, then r = t for a share 1 - ratio.
 struct TimePair {
   torch::Tensor t, r;
 };

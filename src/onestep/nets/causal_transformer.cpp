@@ -91,12 +91,7 @@ CausalTransformerImpl::CausalTransformerImpl(const NetSpec& spec, const CausalTr
   const int64_t tokens = images_ ? spec.in_shape[1] * spec.in_shape[2] / (p * p) : numel_of(spec.in_shape);
   const int64_t token_in = images_ ? p * p * spec.in_shape[0] : 1;
   const int64_t token_out = images_ ? p * p * spec.out_shape[0] : numel_of(spec.out_shape) / tokens;
-  t_embedding_ = register_module("t_embedding", TimeEmbedding(width, options.time));
-  h_embedding_ = register_module("h_embedding", TimeEmbedding(width, options.time));
-  if (spec.num_classes > 0) class_embedding_ = register_module("class_embedding", ClassEmbedding(spec.num_classes, width));
-  if (spec.num_extra > 0) extra_embedding_ = register_module("extra_embedding", VectorEmbedding(spec.num_extra, width));
-  if (spec.context_dim > 0)
-    context_embedding_ = register_module("context_embedding", VectorEmbedding(spec.context_dim, width));
+  conditions_ = ConditionEmbeddings(*this, spec, width, options.time);
   input_ = register_module("input", torch::nn::Linear(token_in, width));
   position_ = register_buffer("position", sincos_positions(tokens, width));
   blocks_ = register_module("blocks", torch::nn::ModuleList());
@@ -114,11 +109,7 @@ torch::Tensor CausalTransformerImpl::tokens(const torch::Tensor& z) const {
 torch::Tensor CausalTransformerImpl::forward(const NetInput& input) {
   const auto& z = input.z;
   const int64_t b = z.size(0);
-  auto cond = t_embedding_(input.t) + h_embedding_(input.h);
-  if (class_embedding_) cond = cond + class_embedding_(input.c, b, z.device());
-  if (extra_embedding_) cond = cond + extra_embedding_(input.extra);
-  if (context_embedding_) cond = cond + context_embedding_(input.context.reshape({b, -1}));
-  auto x = input_(tokens(z)) + position_ + cond.unsqueeze(1);
+  auto x = input_(tokens(z)) + position_ + conditions_.sum(input).unsqueeze(1);
   const auto mask = causal_mask(x.size(1), x.options());
   for (const auto& block : *blocks_) {
     x = block->as<CausalBlockImpl>()->forward(x, mask);

@@ -36,9 +36,7 @@ class CausalTransformerImpl : public NetworkImpl {
  private:
   CausalTransformerOptions options_;
   bool images_;
-  TimeEmbedding t_embedding_{nullptr}, h_embedding_{nullptr};
-  ClassEmbedding class_embedding_{nullptr};
-  VectorEmbedding extra_embedding_{nullptr}, context_embedding_{nullptr};
+  ConditionEmbeddings conditions_;
   torch::nn::Linear input_{nullptr};
   torch::Tensor position_;  // buffer, 1 x tokens x width
   torch::nn::ModuleList blocks_;

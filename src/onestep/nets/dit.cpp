@@ -139,12 +139,7 @@ DitImpl::DitImpl(const NetSpec& spec, const DitOptions& options) : NetworkImpl(s
   TORCH_CHECK(width % options.heads == 0, "dit: width ", width, " is not divisible into ", options.heads, " heads");
   TORCH_CHECK(options.norm == "layernorm" || options.norm == "rmsnorm", "dit: unknown norm '", options.norm,
               "' (layernorm | rmsnorm)");
-  t_embedding_ = register_module("t_embedding", TimeEmbedding(width, options.time));
-  h_embedding_ = register_module("h_embedding", TimeEmbedding(width, options.time));
-  if (spec.num_classes > 0) class_embedding_ = register_module("class_embedding", ClassEmbedding(spec.num_classes, width));
-  if (spec.num_extra > 0) extra_embedding_ = register_module("extra_embedding", VectorEmbedding(spec.num_extra, width));
-  if (spec.context_dim > 0)
-    context_embedding_ = register_module("context_embedding", VectorEmbedding(spec.context_dim, width));
+  conditions_ = ConditionEmbeddings(*this, spec, width, options.time);
   patchify_ = register_module(
       "patchify", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_shape[0], width, p).stride(p)));
   {
@@ -165,10 +160,7 @@ torch::Tensor DitImpl::forward(const NetInput& input) {
   const auto& z = input.z;
   const int64_t b = z.size(0), p = options_.patch_size;
   const int64_t rows = z.size(2) / p, cols = z.size(3) / p, out_channels = spec().out_shape[0];
-  auto cond = t_embedding_(input.t) + h_embedding_(input.h);
-  if (class_embedding_) cond = cond + class_embedding_(input.c, b, z.device());
-  if (extra_embedding_) cond = cond + extra_embedding_(input.extra);
-  if (context_embedding_) cond = cond + context_embedding_(input.context.reshape({b, -1}));
+  const auto cond = conditions_.sum(input);
   auto x = patchify_(z).flatten(2).transpose(1, 2) + position_;  // B x N x width
   for (const auto& block : *blocks_) {
     x = block->as<DitBlockImpl>()->forward(x, cond);

@@ -42,9 +42,7 @@ class DitImpl : public NetworkImpl {
 
  private:
   DitOptions options_;
-  TimeEmbedding t_embedding_{nullptr}, h_embedding_{nullptr};
-  ClassEmbedding class_embedding_{nullptr};
-  VectorEmbedding extra_embedding_{nullptr}, context_embedding_{nullptr};
+  ConditionEmbeddings conditions_;
   torch::nn::Conv2d patchify_{nullptr};
   torch::Tensor position_;  // buffer, 1 x tokens x width
   torch::nn::ModuleList blocks_;

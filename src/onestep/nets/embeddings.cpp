@@ -50,4 +50,22 @@ VectorEmbeddingImpl::VectorEmbeddingImpl(int64_t in, int64_t dim) {
 
 torch::Tensor VectorEmbeddingImpl::forward(const torch::Tensor& x) { return fc2_(torch::silu(fc1_(x))); }
 
+ConditionEmbeddings::ConditionEmbeddings(torch::nn::Module& owner, const NetSpec& spec, int64_t width,
+                                         const TimeEmbeddingOptions& time) {
+  t = owner.register_module("t_embedding", TimeEmbedding(width, time));
+  h = owner.register_module("h_embedding", TimeEmbedding(width, time));
+  if (spec.num_classes > 0) label = owner.register_module("class_embedding", ClassEmbedding(spec.num_classes, width));
+  if (spec.num_extra > 0) extra = owner.register_module("extra_embedding", VectorEmbedding(spec.num_extra, width));
+  if (spec.context_dim > 0) context = owner.register_module("context_embedding", VectorEmbedding(spec.context_dim, width));
+}
+
+torch::Tensor ConditionEmbeddings::sum(const NetInput& input) {
+  const int64_t b = input.z.size(0);
+  auto out = t->forward(input.t) + h->forward(input.h);
+  if (label) out = out + label->forward(input.c, b, input.z.device());
+  if (extra) out = out + extra->forward(input.extra);
+  if (context) out = out + context->forward(input.context.reshape({b, -1}));
+  return out;
+}
+
 }  // namespace onestep

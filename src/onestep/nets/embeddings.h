@@ -1,7 +1,8 @@
 // Conditioning embeddings shared by the networks (spec §0): sinusoidal features of a time
 // (t or h) fed raw in [0, 1] and followed by a two-layer MLP, a class embedding with one
 // extra row for the null label, and a two-layer MLP embedding of a vector of features (extra
-// scalar conditions such as a guidance scale, or a context vector).
+// scalar conditions such as a guidance scale, or a context vector); and ConditionEmbeddings,
+// the sum of those a network's inputs have, as the U-Net and the transformers use it.
 //
 // Frequencies: angle_k = time_scale * t * max_period^(-k/half), k = 0..half-1 (the diffusion
 // form). time_scale = 1 embeds raw t; diffusion code often uses 1000, which multiplies
@@ -11,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "onestep/core/options.h"
+#include "onestep/nets/network.h"
 
 namespace onestep {
 
@@ -59,5 +61,19 @@ class VectorEmbeddingImpl : public torch::nn::Module {
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
 };
 TORCH_MODULE(VectorEmbedding);
+
+// The t and h embeddings, and the class, extra-condition and context embeddings where `spec`
+// has them, all `width` wide, registered on `owner` as t_embedding, h_embedding,
+// class_embedding, extra_embedding and context_embedding (the checkpoint names), in that order.
+struct ConditionEmbeddings {
+  ConditionEmbeddings() = default;
+  ConditionEmbeddings(torch::nn::Module& owner, const NetSpec& spec, int64_t width, const TimeEmbeddingOptions& time);
+  // The sum of the embeddings of the input's t, h, class, extra conditions and context: B x width.
+  torch::Tensor sum(const NetInput& input);
+
+  TimeEmbedding t{nullptr}, h{nullptr};
+  ClassEmbedding label{nullptr};
+  VectorEmbedding extra{nullptr}, context{nullptr};
+};
 
 }  // namespace onestep

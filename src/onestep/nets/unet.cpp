@@ -189,12 +189,7 @@ UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImp
               "unet: output must have the input's height and width");
   TORCH_CHECK(!options.channel_mult.empty() && options.num_res_blocks > 0, "unet: needs levels and res blocks");
   const int64_t emb_dim = options.emb_dim;
-  t_embedding_ = register_module("t_embedding", TimeEmbedding(emb_dim, options.time));
-  h_embedding_ = register_module("h_embedding", TimeEmbedding(emb_dim, options.time));
-  if (spec.num_classes > 0) class_embedding_ = register_module("class_embedding", ClassEmbedding(spec.num_classes, emb_dim));
-  if (spec.num_extra > 0) extra_embedding_ = register_module("extra_embedding", VectorEmbedding(spec.num_extra, emb_dim));
-  if (spec.context_dim > 0)
-    context_embedding_ = register_module("context_embedding", VectorEmbedding(spec.context_dim, emb_dim));
+  conditions_ = ConditionEmbeddings(*this, spec, emb_dim, options.time);
 
   const int64_t levels = static_cast<int64_t>(options.channel_mult.size());
   const auto attention_levels = parse_attention_levels(options.attention_levels, levels);
@@ -237,10 +232,7 @@ UnetImpl::UnetImpl(const NetSpec& spec, const UnetOptions& options) : NetworkImp
 
 torch::Tensor UnetImpl::forward(const NetInput& input) {
   const auto& z = input.z;
-  auto emb = t_embedding_(input.t) + h_embedding_(input.h);
-  if (class_embedding_) emb = emb + class_embedding_(input.c, z.size(0), z.device());
-  if (extra_embedding_) emb = emb + extra_embedding_(input.extra);
-  if (context_embedding_) emb = emb + context_embedding_(input.context.reshape({z.size(0), -1}));
+  const auto emb = conditions_.sum(input);
   auto x = input_(z);
   std::vector<torch::Tensor> skips = {x};
   for (const auto& module : *down_) {

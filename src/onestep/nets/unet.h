@@ -42,9 +42,7 @@ class UnetImpl : public NetworkImpl {
   std::vector<torch::Tensor> output_parameters() override { return {output_->weight, output_->bias}; }
 
  private:
-  TimeEmbedding t_embedding_{nullptr}, h_embedding_{nullptr};
-  ClassEmbedding class_embedding_{nullptr};
-  VectorEmbedding extra_embedding_{nullptr}, context_embedding_{nullptr};
+  ConditionEmbeddings conditions_;
   torch::nn::Conv2d input_{nullptr};
   // Encoder: residual stages and downsampling convs; each output is kept as a skip connection.
   torch::nn::ModuleList down_;
