@@ -94,8 +94,9 @@ class MeanFlow:
         self.ratio, self.p, self.c = cfg["ratio"], cfg["adaptive_p"], cfg["adaptive_c"]
         self.omega, self.kappa = cfg["cfg_omega"], cfg["cfg_kappa"]
         self.t_lo, self.t_hi = cfg["cfg_t_lo"], cfg["cfg_t_hi"]
-        if cfg["jvp"] != "forward" or cfg["tangent"] != "v,0,1":
-            raise ValueError("bench/python: only method.jvp = forward with tangent v,0,1 is mirrored")
+        if cfg["jvp"] != "forward" or cfg["tangent"] != "v,0,1" or cfg["gap_sampler"] != "pairs":
+            raise ValueError("bench/python: only method.jvp = forward, tangent v,0,1 and gap_sampler pairs are mirrored")
+        self.model_tangent = cfg["tangent_velocity"] == "model"
 
     def time_pair(self, n, gen):
         a, b = self.times.draw(n, gen), self.times.draw(n, gen)
@@ -119,8 +120,12 @@ class MeanFlow:
         c = drop_labels(y, null, self.label_dropout, gen)
         v = self.guided_velocity(net, z_t, t, v_t, y, c.eq(null), null) if c is not None else v_t
         h = t - r
+        tangent = v
+        if self.model_tangent:
+            with torch.no_grad():
+                tangent = net(z_t, t, torch.zeros_like(t), c)
         with forward_ad.dual_level():
-            out = net(forward_ad.make_dual(z_t, v), forward_ad.make_dual(t, torch.ones_like(t)),
+            out = net(forward_ad.make_dual(z_t, tangent), forward_ad.make_dual(t, torch.ones_like(t)),
                       forward_ad.make_dual(h, torch.ones_like(h)), c)
             u, du_dt = forward_ad.unpack_dual(out)
         du_dt = torch.zeros_like(u) if du_dt is None else du_dt.detach()
