@@ -145,6 +145,11 @@ TEST_F(IdxFileTest, RejectsBadHeadersAndLengths) {
   msg = message_for("huge", idx_bytes({60000, 60000, 60000}, {}));
   EXPECT_TRUE(contains(msg, "huge: header sizes 60000 x 60000 x 60000 exceed the 2 GiB limit"))
       << msg;
+  // Found by fuzz/fuzz_idx.cpp: a zero size made LibTorch's size overflow a c10::Error.
+  msg = message_for("huge-empty", idx_bytes({138326016, 811597824, 525312, 0}, {}));
+  EXPECT_TRUE(contains(msg, "huge-empty: header sizes 138326016 x 811597824 x 525312 x 0 exceed the 2 GiB "
+                            "limit of data (counting only the non-zero sizes)"))
+      << msg;
   msg = user_error_message([&] { read_idx(path("no-such-file.gz")); });
   EXPECT_EQ(msg, path("no-such-file.gz") + ": cannot open file");
 }
