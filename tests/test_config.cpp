@@ -128,6 +128,10 @@ TEST(Config, NonAsciiThatTomlPlusPlusMishandlesIsAUserError) {
       user_error_message([&] { config.apply_toml("[train]\nsteps = 80\nbatch_s\xc9\xa4ta = 1\n", "fuzz.toml"); });
   EXPECT_NE(bare_key.find("fuzz.toml:3: invalid TOML: non-ASCII character outside a string"), std::string::npos)
       << bare_key;
+  const std::string in_bare_value =
+      user_error_message([&] { config.apply_toml("[data]\nname = 0x2x'\xc2\xbd'\n", "bare.toml"); });
+  EXPECT_NE(in_bare_value.find("bare.toml:2: invalid TOML: non-ASCII character outside a string"), std::string::npos)
+      << in_bare_value;
   const std::string after_backslash =
       user_error_message([&] { config.apply_toml("[data]\nname = \"\"\"\\\n\xc2\xa7\"\"\"\n", "ml.toml"); });
   EXPECT_NE(after_backslash.find("ml.toml:3: invalid TOML: non-ASCII character after a backslash"), std::string::npos)

@@ -236,18 +236,11 @@ std::string quote_toml(const std::string& text) {
   return out + "\"";
 }
 
-// toml++ 3.3 (Debian 12) reaches __builtin_unreachable, undefined behaviour, when it tests some
-// non-ASCII characters for whitespace (marzer/tomlplusplus#190, #295): anywhere outside strings
-// and comments (also inside a malformed bare value such as `1="...`, which it scans to its end),
-// and after a backslash in a multi-line basic string. Such text is rejected before parsing.
-// Strings are recognised only where a config puts them, conservatively: a quoted key first on
-// its line and the value of `key = "..."`; non-ASCII text elsewhere outside comments is refused.
-// TOML 1.0 allows no non-ASCII outside strings and comments, so valid TOML refused is only
-// non-ASCII in other strings (arrays, inline tables, quoted keys' values), none of which a
-// config needs, or first after a line-ending backslash.
+// Whether a quote after `line` (the text since the last newline) opens a string for the check
+// below: first on the line (a quoted key) or right after `key =`.
 bool string_may_open_after(const std::string& line) {
   size_t i = line.find_first_not_of(" \t");
-  if (i == std::string::npos) return true;  // a quoted key
+  if (i == std::string::npos) return true;
   const size_t key_end = line.find_first_not_of(
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.", i);
   if (key_end == i || key_end == std::string::npos) return false;
@@ -255,6 +248,14 @@ bool string_may_open_after(const std::string& line) {
   return i != std::string::npos && line[i] == '=' && line.find_first_not_of(" \t", i + 1) == std::string::npos;
 }
 
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable, undefined behaviour, when it tests some
+// non-ASCII characters for whitespace (marzer/tomlplusplus#190, #295): anywhere outside strings
+// and comments (also inside a malformed bare value such as `1="...`, which it scans to its end),
+// and after a backslash in a multi-line basic string. Such text is rejected here, before parsing.
+// Strings are recognised conservatively, only where a config puts them (string_may_open_after).
+// TOML 1.0 allows no non-ASCII outside strings and comments, so the valid TOML refused is
+// non-ASCII in other strings (in arrays, inline tables, after a quoted key), none of which a
+// config needs, or first after a line-ending backslash.
 void reject_non_ascii_toml_cannot_parse(const std::string& text, const std::string& origin) {
   const auto fail = [&](size_t at, const std::string& what) {
     const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
