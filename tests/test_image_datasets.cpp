@@ -467,6 +467,12 @@ TEST_F(ImageFolderTest, ReportsBadFolders) {
   msg = user_error_message([&] { make_image_folder_dataset(path("corrupt"), 8, false, 0.5, 0); });
   EXPECT_TRUE(contains(msg, path("corrupt/broken.png") + ": cannot decode image (stb_image: "))
       << msg;
+  // Found by fuzz/fuzz_png.cpp: stb_image decoded a bare PNM header to an image without pixels.
+  fs::create_directories(dir_ / "pixelless");
+  constant_png("pixelless/fine.png", 8, 8, {1});
+  write_raw(dir_ / "pixelless" / "header.png", Bytes{'P', '5'});
+  msg = user_error_message([&] { make_image_folder_dataset(path("pixelless"), 8, false, 0.5, 0); });
+  EXPECT_TRUE(contains(msg, path("pixelless/header.png") + ": image has no pixels (0x0)")) << msg;
 
   constant_png("mixed/a/one.png", 8, 8, {1});
   constant_png("mixed/loose.png", 8, 8, {1});
