@@ -121,6 +121,26 @@ TEST(Config, BadValuesNameKeyValueAndExpectation) {
   EXPECT_EQ(config.get_int("train.steps"), 4000);
 }
 
+// Found by fuzz/fuzz_config.cpp: toml++ 3.3 reached __builtin_unreachable on these inputs.
+TEST(Config, NonAsciiThatTomlPlusPlusMishandlesIsAUserError) {
+  Config config;
+  const std::string bare_key =
+      user_error_message([&] { config.apply_toml("[train]\nsteps = 80\nbatch_s\xc9\xa4ta = 1\n", "fuzz.toml"); });
+  EXPECT_NE(bare_key.find("fuzz.toml:3: invalid TOML: non-ASCII character outside a string"), std::string::npos)
+      << bare_key;
+  const std::string in_bare_value =
+      user_error_message([&] { config.apply_toml("[data]\nname = 0x2x'\xc2\xbd'\n", "bare.toml"); });
+  EXPECT_NE(in_bare_value.find("bare.toml:2: invalid TOML: non-ASCII character outside a string"), std::string::npos)
+      << in_bare_value;
+  const std::string after_backslash =
+      user_error_message([&] { config.apply_toml("[data]\nname = \"\"\"\\\n\xc2\xa7\"\"\"\n", "ml.toml"); });
+  EXPECT_NE(after_backslash.find("ml.toml:3: invalid TOML: non-ASCII character after a backslash"), std::string::npos)
+      << after_backslash;
+  // Strings and comments may hold any UTF-8.
+  config.apply_toml("# \xc2\xa7 caf\xc3\xa9\n[data]\nname = \"points:caf\xc3\xa9.csv\"  # \xc3\xa9\n", "ok.toml");
+  EXPECT_EQ(config.get_string("data.name"), "points:caf\xc3\xa9.csv");
+}
+
 TEST(Config, ShippedConfigsAreValid) {
   int count = 0;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(std::string(ONESTEP_SOURCE_DIR) + "/configs")) {

@@ -145,6 +145,11 @@ TEST_F(IdxFileTest, RejectsBadHeadersAndLengths) {
   msg = message_for("huge", idx_bytes({60000, 60000, 60000}, {}));
   EXPECT_TRUE(contains(msg, "huge: header sizes 60000 x 60000 x 60000 exceed the 2 GiB limit"))
       << msg;
+  // Found by fuzz/fuzz_idx.cpp: a zero size made LibTorch's size overflow a c10::Error.
+  msg = message_for("huge-empty", idx_bytes({138326016, 811597824, 525312, 0}, {}));
+  EXPECT_TRUE(contains(msg, "huge-empty: header sizes 138326016 x 811597824 x 525312 x 0 exceed the 2 GiB "
+                            "limit of data (counting only the non-zero sizes)"))
+      << msg;
   msg = user_error_message([&] { read_idx(path("no-such-file.gz")); });
   EXPECT_EQ(msg, path("no-such-file.gz") + ": cannot open file");
 }
@@ -462,6 +467,12 @@ TEST_F(ImageFolderTest, ReportsBadFolders) {
   msg = user_error_message([&] { make_image_folder_dataset(path("corrupt"), 8, false, 0.5, 0); });
   EXPECT_TRUE(contains(msg, path("corrupt/broken.png") + ": cannot decode image (stb_image: "))
       << msg;
+  // Found by fuzz/fuzz_png.cpp: stb_image decoded a bare PNM header to an image without pixels.
+  fs::create_directories(dir_ / "pixelless");
+  constant_png("pixelless/fine.png", 8, 8, {1});
+  write_raw(dir_ / "pixelless" / "header.png", Bytes{'P', '5'});
+  msg = user_error_message([&] { make_image_folder_dataset(path("pixelless"), 8, false, 0.5, 0); });
+  EXPECT_TRUE(contains(msg, path("pixelless/header.png") + ": image has no pixels (0x0)")) << msg;
 
   constant_png("mixed/a/one.png", 8, 8, {1});
   constant_png("mixed/loose.png", 8, 8, {1});

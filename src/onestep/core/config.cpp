@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -235,6 +236,88 @@ std::string quote_toml(const std::string& text) {
   return out + "\"";
 }
 
+// Whether a quote after `line` (the text since the last newline) opens a string for the check
+// below: first on the line (a quoted key) or right after `key =`.
+bool string_may_open_after(const std::string& line) {
+  size_t i = line.find_first_not_of(" \t");
+  if (i == std::string::npos) return true;
+  const size_t key_end = line.find_first_not_of(
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.", i);
+  if (key_end == i || key_end == std::string::npos) return false;
+  i = line.find_first_not_of(" \t", key_end);
+  return i != std::string::npos && line[i] == '=' && line.find_first_not_of(" \t", i + 1) == std::string::npos;
+}
+
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable, undefined behaviour, when it tests some
+// non-ASCII characters for whitespace (marzer/tomlplusplus#190, #295): anywhere outside strings
+// and comments (also inside a malformed bare value such as `1="...`, which it scans to its end),
+// and after a backslash in a multi-line basic string. Such text is rejected here, before parsing.
+// Strings are recognised conservatively, only where a config puts them (string_may_open_after).
+// TOML 1.0 allows no non-ASCII outside strings and comments, so the valid TOML refused is
+// non-ASCII in other strings (in arrays, inline tables, after a quoted key), none of which a
+// config needs, or first after a line-ending backslash.
+void reject_non_ascii_toml_cannot_parse(const std::string& text, const std::string& origin) {
+  const auto fail = [&](size_t at, const std::string& what) {
+    const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
+    throw UserError(origin + ":" + std::to_string(line) + ": invalid TOML: " + what);
+  };
+  const auto starts = [&](size_t at, const char* token) { return text.compare(at, std::strlen(token), token) == 0; };
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  enum class State { Plain, Comment, Basic, Literal, MultiBasic, MultiLiteral };
+  State state = State::Plain;
+  size_t line_start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    switch (state) {
+      case State::Plain:
+        if (static_cast<unsigned char>(c) >= 0x80) {
+          fail(i, "non-ASCII character outside a string or comment (expected a key, value or comment)");
+        }
+        if (c == '\n') line_start = i + 1;
+        if (c == '#') state = State::Comment;
+        if ((c == '"' || c == '\'') && string_may_open_after(text.substr(line_start, i - line_start))) {
+          if (c == '"') state = starts(i, "\"\"\"") ? State::MultiBasic : State::Basic;
+          if (c == '\'') state = starts(i, "'''") ? State::MultiLiteral : State::Literal;
+          if (state == State::MultiBasic || state == State::MultiLiteral) i += 2;
+        }
+        break;
+      case State::Comment:
+        if (c == '\n') {
+          state = State::Plain;
+          line_start = i + 1;
+        }
+        break;
+      case State::Basic:
+        if (c == '\\') ++i;  // the escaped character
+        else if (c == '"' || c == '\n') state = State::Plain;
+        break;
+      case State::Literal:
+        if (c == '\'' || c == '\n') state = State::Plain;
+        break;
+      case State::MultiBasic:
+        if (c == '\\') {
+          size_t next = i + 1;
+          while (next < text.size() && is_space(text[next])) ++next;
+          if (next < text.size() && static_cast<unsigned char>(text[next]) >= 0x80) {
+            fail(next, "non-ASCII character after a backslash in a multi-line string (toml++ 3.3 cannot "
+                       "parse it; escape it as \\uXXXX)");
+          }
+          i = next == i + 1 ? next : next - 1;  // skip the escaped character, or the whitespace
+        } else if (starts(i, "\"\"\"")) {
+          while (i + 1 < text.size() && text[i + 1] == '"') ++i;  // up to two quotes may end the content
+          state = State::Plain;
+        }
+        break;
+      case State::MultiLiteral:
+        if (starts(i, "'''")) {
+          while (i + 1 < text.size() && text[i + 1] == '\'') ++i;
+          state = State::Plain;
+        }
+        break;
+    }
+  }
+}
+
 }  // namespace
 
 const std::vector<KeySpec>& Config::general_keys() {
@@ -290,7 +373,8 @@ void Config::validate() const {
   for (const auto& section : component_sections()) chosen_component(section, text(section + ".name"));
   const auto active = keys();
   for (const auto& [key, value] : values_) {
-    const auto it = std::find_if(active.begin(), active.end(), [&](const KeySpec& spec) { return spec.key == key; });
+    // C++17 lambdas cannot capture a structured binding by name (clang rejects it): init-capture.
+    const auto it = std::find_if(active.begin(), active.end(), [&key = key](const KeySpec& spec) { return spec.key == key; });
     if (it != active.end()) {
       canonical_value(*it, value.text, value.origin);
       continue;
@@ -322,6 +406,7 @@ void Config::apply_override(const std::string& assignment) {
 
 void Config::apply_toml(const std::string& toml_text, const std::string& origin,
                         std::map<std::string, std::string>* unknown) {
+  reject_non_ascii_toml_cannot_parse(toml_text, origin);
   toml::table root;
   try {
     root = toml::parse(toml_text, origin);

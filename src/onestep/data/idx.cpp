@@ -138,16 +138,22 @@ torch::Tensor read_idx(const std::string& path) {
   }
   std::vector<int64_t> sizes;
   std::string shape;
-  uint64_t expected = 1;
+  // The product of the non-zero sizes is bounded too: LibTorch cannot make even an empty tensor
+  // whose other sizes multiply beyond int64 (e.g. 2^27 x 2^29 x 2^19 x 0).
+  uint64_t nonzero_product = 1;
+  bool empty = false;
   for (int i = 0; i < dims; ++i) {
     const uint32_t size = read_be32(bytes.data() + 4 + 4 * i);
     sizes.push_back(size);
     shape += (i ? " x " : "") + std::to_string(size);
-    expected = std::min(expected * size, kMaxIdxBytes + 1);  // both factors < 2^32: no overflow
+    if (size == 0) empty = true;
+    else nonzero_product = std::min(nonzero_product * size, kMaxIdxBytes + 1);  // both factors < 2^32: no overflow
   }
-  if (expected > kMaxIdxBytes) {
-    throw UserError(path + ": header sizes " + shape + " exceed the 2 GiB limit of data");
+  if (nonzero_product > kMaxIdxBytes) {
+    throw UserError(path + ": header sizes " + shape + " exceed the 2 GiB limit of data" +
+                    (empty ? " (counting only the non-zero sizes)" : ""));
   }
+  const uint64_t expected = empty ? 0 : nonzero_product;
   const uint64_t found = bytes.size() - header;
   if (found != expected) {
     throw UserError(path + ": " + (found < expected ? "truncated" : "trailing data") +

@@ -284,6 +284,11 @@ torch::Tensor load_image(const fs::path& path) {
     throw UserError(path.string() + ": cannot decode image (stb_image: " + stbi_failure_reason() +
                     ")");
   }
+  // stb_image decodes a bare PNM header such as "P5" to an image without pixels.
+  if (width < 1 || height < 1) {
+    throw UserError(path.string() + ": image has no pixels (" + std::to_string(width) + "x" +
+                    std::to_string(height) + ")");
+  }
   torch::Tensor hwc = torch::from_blob(pixels.get(), {height, width, channels}, torch::kUInt8)
                           .to(torch::kFloat)
                           .permute({2, 0, 1});
