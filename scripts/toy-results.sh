@@ -4,8 +4,8 @@
 # methods at 1, 2, 4 NFE), evaluated against 4,000 held-out points. Part 2 ("before"): the
 # previous recipe (plain 4x256 MLP without Fourier features) for fm and meanflow. Part 3: on
 # checkerboard, the adaptive-weight study and the MeanFlow ablations, measured with the previous
-# recipe. Part 4: the MeanFlow time-pair study on checkerboard (the gap sampler, the JVP's
-# tangent velocity, the batch), the shipped config and one or two changes each. Runs JOBS
+# recipe. Part 4: the MeanFlow study on checkerboard (the gap sampler, the JVP's tangent
+# velocity, batch against steps), from the previous recipe to the shipped one. Runs JOBS
 # trainings at a time (default 2), one thread each; ONESTEP_BIN overrides the binary (default
 # build/onestep), DEVICE the device (default cpu); METHODS and DATASETS restrict part 1, PARTS
 # the parts (default "1 2 3").
@@ -48,10 +48,12 @@ for part in $parts; do
        done ;;
     2) for data in $datasets; do
          for method in fm meanflow; do
-           jobs+=("before-$method-$data|$(nfe_of "$method")|configs/toy/$method-$data.toml|$before")
+           extra=""; [ "$method" = meanflow ] && extra=" method.tangent_velocity=conditional"
+           jobs+=("before-$method-$data|$(nfe_of "$method")|configs/toy/$method-$data.toml|$before$extra")
          done
        done ;;
     3) cfg=configs/toy/meanflow-checkerboard.toml
+       before="$before method.tangent_velocity=conditional"  # measured before the model tangent
        # The adaptive-weight study at the full budget, p = 0, 0.5 and 1, from 1 to 50 NFE.
        for p in 0 0.5 1.0; do jobs+=("adaptive-p$p|1,2,4,8,50|$cfg|$before method.adaptive_p=$p"); done
        # The ablations at half the budget with p = 0.5 (the shipped value when they were measured).
@@ -62,12 +64,11 @@ for part in $parts; do
          jobs+=("ablation-${variant%%|*}|1,2,4|$cfg|$abl ${variant#*|}")
        done ;;
     4) cfg=configs/toy/meanflow-checkerboard.toml
-       both="method.gap_sampler=uniform-gap method.tangent_velocity=model"
-       for variant in "shipped|" "uniform-gap|method.gap_sampler=uniform-gap" \
-                      "model-tangent|method.tangent_velocity=model" "gap-model|$both" \
-                      "gap-model-ratio0.75|$both method.ratio=0.75" "gap-model-logitnormal|$both method.time_sampler=logit-normal" \
-                      "batch1024|train.batch_size=1024" "gap-model-batch1024|$both train.batch_size=1024" \
-                      "gap-model-steps32k|$both train.steps=32000" "gap-model-lr3e-4|$both train.lr=3e-4"; do
+       # The MeanFlow table of 2026-11-27 (third session): the previous recipe, one change each, the shipped one.
+       previous="method.tangent_velocity=conditional train.steps=16000"
+       for variant in "before|$previous" "uniform-gap|$previous method.gap_sampler=uniform-gap" \
+                      "model-tangent|train.steps=16000" "model-batch1024|train.steps=16000 train.batch_size=1024" \
+                      "shipped|"; do
          jobs+=("pairs-${variant%%|*}|1,2,4|$cfg|${variant#*|}")
        done ;;
   esac
