@@ -13,8 +13,6 @@
 #include "onestep/core/compat.h"
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <nlohmann/json.hpp>
 
@@ -27,24 +25,13 @@
 #include "onestep/core/safetensors.h"
 #include "onestep/methods/method.h"
 #include "onestep/train/distributed.h"
+#include "onestep/train/launch.h"
 #include "test_support.h"
 
 using namespace onestep;
 using namespace onestep::testing_support;
 
 namespace {
-
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
-}
 
 // Runs `body(group)` on two ranks, one thread each, with buckets of `bucket_bytes`.
 void on_two_ranks(int64_t bucket_bytes, const std::function<void(ProcessGroup&)>& body) {

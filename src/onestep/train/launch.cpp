@@ -28,7 +28,8 @@ void forward_signal(int signal_number) {
     if (rank_pids[r] > 0) kill(rank_pids[r], signal_number);
 }
 
-// A TCP port that was free a moment ago on the loopback interface.
+}  // namespace
+
 int free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address = {};
@@ -46,7 +47,6 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
-}  // namespace
 
 int launch_local_ranks(int processes, const std::vector<std::string>& args, int port) {
   if (processes < 1 || processes > kMaxRanks)

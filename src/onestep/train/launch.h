@@ -14,4 +14,7 @@ namespace onestep {
 // that failed (128 + signal number for a rank killed by a signal). `port` 0: a free port.
 int launch_local_ranks(int processes, const std::vector<std::string>& args, int port);
 
+// A TCP port that was free a moment ago on the loopback interface (UserError when none is).
+int free_port();
+
 }  // namespace onestep
