@@ -100,6 +100,10 @@ TEST_F(Cli, SampleAndEvalFollowTheContract) {
   ASSERT_EQ(run("train " + kTiny + " data.name=8gaussians --out " + path("run")).status, 0);
   for (const char* file : {"config.toml", "checkpoint.safetensors", "metrics.jsonl", "samples.png", "report.html"})
     EXPECT_TRUE(fs::exists(path("run/") + file)) << file;
+  std::ifstream metrics(path("run/metrics.jsonl"));
+  std::string first_record;
+  std::getline(metrics, first_record);
+  EXPECT_GT(nlohmann::json::parse(first_record).at("steps_per_s").get<double>(), 0.0) << first_record;  // counts step 1
   const Result sample = run("sample --ckpt " + path("run") + " --nfe 2 --num 123 --class 3 --out " + path("s.npy"));
   ASSERT_EQ(sample.status, 0) << sample.out;
   const auto samples = onestep::read_npy(path("s.npy"));

@@ -15,7 +15,9 @@
 //  - the causal backbone of ARTM and FHTM never looks ahead: changing a token changes no earlier
 //    token's output, on points (one token per coordinate) and on images (patches);
 //  - ARTM and FHTM train and sample, with CFG, on points and images, and count one backbone
-//    pass per generated token.
+//    pass per generated token;
+//  - ARTM's training pairs: with fresh noise the two states' noises are uncorrelated, with
+//    shared noise they are one draw (z_{t'} - x = (t' / t) (z_t - x)).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -282,4 +284,38 @@ TEST(TransitionMatching, ArtmAndFhtmTrainAndSampleOnPointsAndImages) {
   const auto message = onestep::testing_support::user_error_message(
       [&] { make_method(config)->build_modules(config, {{2}, 0, 1.0}); });
   EXPECT_TRUE(onestep::testing_support::contains(message, "model.name = 'causal'")) << message;
+}
+
+TEST(TransitionMatching, ArtmPairsDrawFreshOrSharedNoise) {
+  auto gen = onestep::testing_support::seeded(5);
+  const int64_t n = 20000;
+  const auto x = torch::rand({n, 2}, gen) * 4 - 2;
+  const auto t = torch::rand({n}, gen) * 0.9 + 0.1;
+  const auto t_next = t * torch::rand({n}, gen);
+  // The noises recovered from each state: e = (z - (1 - t) x) / t.
+  const auto noise_of = [&](const torch::Tensor& z, const torch::Tensor& time) {
+    return (z - (1 - time).unsqueeze(1) * x) / time.unsqueeze(1);
+  };
+  const auto correlation = [](const torch::Tensor& a, const torch::Tensor& b) {
+    const auto ca = a.flatten() - a.mean(), cb = b.flatten() - b.mean();
+    return ((ca * cb).sum() / (ca.norm() * cb.norm())).item<double>();
+  };
+  const auto keep = t_next > 0.05;  // the second state's noise is recovered well away from t' = 0
+  const auto fresh = artm_transition_pair(x, t, t_next, "fresh", gen);
+  const double fresh_correlation =
+      correlation(noise_of(fresh.z, t).index({keep}), noise_of(fresh.y, t_next).index({keep}));
+  EXPECT_LT(std::abs(fresh_correlation), 0.03);  // 20,000 x 2 draws: the null's std is about 0.006
+  const auto shared = artm_transition_pair(x, t, t_next, "shared", gen);
+  EXPECT_TRUE(torch::allclose(shared.y - x, (t_next / t).unsqueeze(1) * (shared.z - x), 1e-5, 1e-5));
+  Config config;
+  config.apply_override("method.name=artm");
+  config.apply_override("method.transition_noise=shared");
+  EXPECT_EQ(make_method(config)->name(), "artm");
+  const auto message = onestep::testing_support::user_error_message([] {
+    Config bad;
+    bad.apply_override("method.name=artm");
+    bad.apply_override("method.transition_noise=none");
+    make_method(bad);
+  });
+  EXPECT_TRUE(onestep::testing_support::contains(message, "transition_noise")) << message;
 }

@@ -148,21 +148,31 @@ const OptionSchema<ArtmOptions>& ArtmOptions::schema() {
           .add("schedule", &ArtmOptions::schedule, {"uniform", "halving"},
                "artm, fhtm: sampling grid, uniform or halving (remaining noise 1, 1/2, 1/4, ..., 0)")
           .add("cfg_scale", &ArtmOptions::cfg_scale, 0, 100,
-               "artm: classifier-free guidance scale on the head velocity at sampling (1: off)");
+               "artm: classifier-free guidance scale on the head velocity at sampling (1: off)")
+          .add("transition_noise", &ArtmOptions::transition_noise, {"fresh", "shared"},
+               "artm: noise of a training pair's two states: fresh (one draw each, the spec's process) or shared "
+               "(one draw; the paper's ablation)");
   return schema;
 }
 
 Artm::Artm(ArtmOptions options, int64_t patch)
     : TokenwiseTransition(options.head, options.label_dropout, options.schedule, options.cfg_scale, patch, 2),
-      time_sampler_(options.time_sampler) {}
+      time_sampler_(options.time_sampler),
+      transition_noise_(options.transition_noise) {}
+
+TransitionPair artm_transition_pair(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& t_next,
+                                    const std::string& noise, torch::Generator& gen) {
+  const auto e = draw_noise(x.sizes(), gen, x.device());
+  const auto e_next = noise == "shared" ? e : draw_noise(x.sizes(), gen, x.device());
+  return {interpolate(x, e, t), interpolate(x, e_next, t_next)};
+}
 
 LossOutput Artm::loss(const LossContext& context, const Batch& batch) {
   const auto& x = batch.x;
   const int64_t b = x.size(0), n = tokens_per_state_;
   const auto t = time_sampler_.draw(b, context.gen).to(x.device());
   const auto t_next = t * torch::rand({b}, context.gen).to(x.device());
-  const auto z = interpolate(x, draw_noise(x.sizes(), context.gen, x.device()), t);
-  const auto y = interpolate(x, draw_noise(x.sizes(), context.gen, x.device()), t_next);  // fresh noise
+  const auto [z, y] = artm_transition_pair(x, t, t_next, transition_noise_, context.gen);
   const auto c = drop_labels(batch.y, context.modules["backbone"].null_label(), label_dropout_.p, context.gen);
   const auto sequence = torch::cat({state_tokens(z), state_tokens(y)}, 1);
   const auto h = features(context.modules["backbone"], sequence, shape_of(x), t, t - t_next, c);

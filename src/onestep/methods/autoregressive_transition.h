@@ -7,7 +7,8 @@
 // position k conditions token k + 1).
 //  - ARTM: the backbone reads [z_{t_i}, Y_{<j}] with t = t_i and h = t_i - t_{i+1}; the head
 //    samples token j of Y = z_{t_{i+1}}. Trained on pairs t ~ time sampler, t_{i+1} = u t with
-//    u ~ U(0, 1), so one model samples on any grid.
+//    u ~ U(0, 1), so one model samples on any grid. `method.transition_noise = shared` trains
+//    on one noise draw per pair instead (the paper's ablation; expected worse).
 //  - FHTM: the backbone reads the whole history z_{t_0}, ..., z_{t_i} and the tokens of
 //    z_{t_{i+1}} so far, with no time input (t = 0); the number of transitions T enters as
 //    h = 1/T, so one model serves T = 1 .. method.transitions. Training is teacher-forced: all
@@ -28,6 +29,14 @@ namespace onestep {
 
 // 1 = t_0 > ... > t_T = 0: `uniform`, or `halving` (t_i = 2^-i for i < T, t_T = 0).
 std::vector<double> transition_grid(const std::string& schedule, int64_t steps);
+
+// ARTM's training pair (z_t, z_{t_next}) of data x (B x ...), times t and t_next (B): each
+// state with its own noise draw (`fresh`), or both from one draw (`shared`).
+struct TransitionPair {
+  torch::Tensor z, y;
+};
+TransitionPair artm_transition_pair(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& t_next,
+                                    const std::string& noise, torch::Generator& gen);
 
 // What ARTM and FHTM share: states as token sequences, the stacked sequence of several states
 // that the causal backbone reads, its features per token, the head and CFG.
@@ -72,6 +81,7 @@ struct ArtmOptions {
   HeadTrainingOptions head;
   std::string schedule = "uniform";
   double cfg_scale = 1.0;
+  std::string transition_noise = "fresh";
   static const OptionSchema<ArtmOptions>& schema();
 };
 
@@ -85,6 +95,7 @@ class Artm : public TokenwiseTransition {
 
  private:
   TimeSampler time_sampler_;
+  std::string transition_noise_;
 };
 
 struct FhtmOptions {

@@ -144,12 +144,12 @@ void Trainer::log_record(int64_t step) {
   record["grad_norm"] = grad_norm_sum_ / n;
   record["lr"] = state_.schedule().at(step - 1);
   record["nonfinite_skipped"] = nonfinite_total_;
+  char detail[128];
+  std::snprintf(detail, sizeof(detail), "loss %.4f", loss_sum_ / n);
+  progress_->update(step, detail);  // first: the rate counts the steps up to this one
   record["steps_per_s"] = progress_->steps_per_second();
   metrics_ << record.dump() << "\n";
   metrics_.flush();
-  char detail[128];
-  std::snprintf(detail, sizeof(detail), "loss %.4f", loss_sum_ / n);
-  progress_->update(step, detail);
   loss_sum_ = grad_norm_sum_ = 0;
   part_sums_.clear();
   window_steps_ = 0;
