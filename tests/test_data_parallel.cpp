@@ -2,8 +2,10 @@
 // forms (two ranks as threads of this process, buckets forced small); for every registered
 // method (the registry drives the list), two processes started by `onestep launch` take the
 // optimisation steps of one process that draws the same two shares of the batch as micro-batches
-// (train.accumulate = 2): equal losses, weights, EMA and optimizer state to float tolerance; a
-// method whose loss uses whole-batch statistics is refused with a clear error instead; ranks
+// (train.accumulate = 2) on class-labelled data: equal losses, weights, EMA and optimizer state
+// to float tolerance (drifting included: its class groups split); a method whose loss uses
+// whole-batch statistics on that data is refused with a clear error instead, as drifting on
+// unlabelled data is for processes and micro-batches; ranks
 // join a TCPStore that torchrun's agent serves; the end-of-run evaluation sampled by two
 // processes scores as `onestep eval` does in one; SIGTERM to `onestep launch` stops both ranks
 // after the same step with one checkpoint, and the resumed two-process run continues exactly as
@@ -109,7 +111,7 @@ TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
                              "eval.at_end=false ";
   Config config;
   config.apply_override("method.name=" + method);
-  if (!make_method(config)->loss_is_mean_over_samples()) {
+  if (!make_method(config)->loss_is_mean_over_samples({{2}, 8, 1.0})) {  // 8gaussians: 2-D, 8 classes
     const int status = run_to_end("launch -n 2 -- " + common + "--out " + path("two"), path("two.log"));
     const std::string log = read_raw(path("two.log"));
     EXPECT_EQ(status, 2) << log;
@@ -141,6 +143,24 @@ TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
   // The two runs drew the same streams: both checkpoints hold two, and they agree.
   EXPECT_EQ(a.metadata.at("rng_state_1"), b.metadata.at("rng_state_1"));
   EXPECT_EQ(a.metadata.at("rng_state"), b.metadata.at("rng_state"));
+}
+
+// Drifting on unlabelled data: the field of every sample uses the whole step's samples, so a
+// split step is refused before any training, for processes and for micro-batches alike.
+class DataParallelRefusal : public TempFolderTest {};
+
+TEST_F(DataParallelRefusal, DriftingOnUnlabelledDataRefusesToSplitTheStep) {
+  const std::string common = "train " + onestep::testing_support::method_overrides("drifting") +
+                             "data.name=checkerboard model.width=32 model.depth=2 train.steps=2 eval.at_end=false ";
+  int run = 0;
+  for (const std::string& split : {"launch -n 2 -- " + common, common + "train.accumulate=2 "}) {
+    const std::string name = "run" + std::to_string(++run);
+    const int status = run_to_end(split + "--out " + path(name), path(name + ".log"));
+    const std::string log = read_raw(path(name + ".log"));
+    EXPECT_EQ(status, 2) << log;
+    EXPECT_TRUE(contains(log, "statistics of the whole batch")) << log;
+    EXPECT_TRUE(contains(log, "checkerboard")) << log;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Registered, DataParallel, ::testing::ValuesIn(registered_names("method")),

@@ -82,8 +82,13 @@ class Drifting : public Method {
   // raw_v2_tau<tau>: the raw ||V_tau||^2 before normalisation (mean over the step's groups).
   LossOutput loss(const LossContext& context, const Batch& batch) override;
   // The field V of a sample is computed from every positive and generated sample of its group,
-  // and the batch's composition ignores train.batch_size: the step cannot be split into shares.
-  bool loss_is_mean_over_samples() const override { return false; }
+  // and nothing else. Class-labelled data: each share of a step (process, micro-batch) draws
+  // its own min(share, classes) groups, so the step splits (train.batch_size then counts the
+  // groups of all shares). Unlabelled data (one group, the whole step) and queues (state that a
+  // step's shares would each keep) cannot be split.
+  bool loss_is_mean_over_samples(const DataInfo& data) const override {
+    return data.num_classes > 0 && options_.queue_size == 0;
+  }
   // x = f(e, c), alpha = cfg_scale: one network evaluation whatever plan.steps asks for.
   torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
                        const SamplingPlan& plan) override;

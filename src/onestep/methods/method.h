@@ -105,10 +105,14 @@ class Method {
   virtual std::vector<FrozenModuleSpec> frozen_modules() const { return {}; }
   // The network (model.name) the method needs, e.g. a causal backbone; empty: any network.
   virtual std::string required_network() const { return ""; }
-  // Whether the loss is a mean of per-sample terms, so that a batch split into shares (processes,
-  // micro-batches) with averaged gradients trains exactly as the whole batch. False for methods
-  // whose loss uses statistics of the whole batch; the trainer then refuses to split the batch.
-  virtual bool loss_is_mean_over_samples() const { return true; }
+  // Whether the loss on this data is a mean of terms that each use one share of the batch only,
+  // so that a step split into shares (processes, micro-batches) with averaged gradients trains
+  // as one step over all the shares' draws. False where the loss uses statistics of the whole
+  // batch; the trainer then refuses to split the step.
+  virtual bool loss_is_mean_over_samples(const DataInfo& data) const {
+    (void)data;
+    return true;
+  }
 
   virtual LossOutput loss(const LossContext& context, const Batch& batch) = 0;
   // Maps noise (B x noise_shape) to samples following `plan`; labels: B int64 classes, or

@@ -60,11 +60,12 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
   torch::manual_seed(seed);  // module initialisation
   dataset_ = make_dataset(config_);
   method_ = make_method(config_);
-  if (shares > 1 && !method_->loss_is_mean_over_samples())
-    throw UserError("method.name = '" + method_->name() + "': its loss uses statistics of the whole batch, so a step "
-                    "cannot be split over " + std::to_string(world_size_) + " processes x train.accumulate = " +
-                    std::to_string(accumulate_) + "; train it in one process with train.accumulate = 1");
   data_info_ = {dataset_->sample_shape(), dataset_->num_classes(), data_std(*dataset_, seed)};
+  if (shares > 1 && !method_->loss_is_mean_over_samples(data_info_))
+    throw UserError("method.name = '" + method_->name() + "': on " + dataset_->describe() +
+                    " its loss uses statistics of the whole batch, so a step cannot be split over " +
+                    std::to_string(world_size_) + " processes x train.accumulate = " + std::to_string(accumulate_) +
+                    "; train it in one process with train.accumulate = 1");
   modules_ = method_->build_modules(config_, data_info_);
   modules_.to(device_);
   const auto shadow_modules = [&] {  // on the device before the EMA lays them out flat
