@@ -47,7 +47,6 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
-
 int launch_local_ranks(int processes, const std::vector<std::string>& args, int port) {
   if (processes < 1 || processes > kMaxRanks)
     throw UserError("onestep launch: -n " + std::to_string(processes) + ": expected 1 to " + std::to_string(kMaxRanks));
