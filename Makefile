@@ -18,7 +18,7 @@ build: deps
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Trains the default one-step model (MeanFlow) on checkerboard and writes its samples: the
-# shipped recipe shortened to 5,000 of its 48,000 steps (about 5 minutes on 2 cores).
+# shipped recipe shortened to 5,000 of its 16,000 steps (about 3 to 5 minutes on 2 cores).
 demo: build
 	./$(BUILD)/onestep train -c configs/toy/meanflow-checkerboard.toml train.steps=5000
 

@@ -29,7 +29,8 @@ cd "$here"
 configs=("$@")
 if [ ${#configs[@]} -eq 0 ]; then
   if [ "$device" = cpu ]; then image_batch=8 image_iters=${ITERS:-5}; else image_batch=256 image_iters=${ITERS:-15}; fi
-  toy="train.batch_size=256 train.threads=1 --iters ${ITERS:-15}"
+  # The twin pairs noise with data as drawn (bench/python/methods.py), so the toy configs do too.
+  toy="train.batch_size=256 train.threads=1 method.coupling=independent --iters ${ITERS:-15}"
   images="train.batch_size=$image_batch --iters $image_iters"
   # The DiT runs the Fashion-MNIST configs with their U-Net keys left out (they do not apply).
   for method in fm meanflow; do

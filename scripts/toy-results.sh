@@ -5,10 +5,10 @@
 # previous recipe (plain 4x256 MLP without Fourier features) for fm and meanflow. Part 3: on
 # checkerboard, the adaptive-weight study and the MeanFlow ablations, measured with the previous
 # recipe. Part 4: the MeanFlow study on checkerboard (the gap sampler, the JVP's tangent
-# velocity, batch against steps), from the previous recipe to the shipped one. Runs JOBS
-# trainings at a time (default 2), one thread each; ONESTEP_BIN overrides the binary (default
-# build/onestep), DEVICE the device (default cpu); METHODS and DATASETS restrict part 1, PARTS
-# the parts (default "1 2 3").
+# velocity, batch against steps, the minibatch-OT coupling), from the previous recipe to the
+# shipped one. Runs JOBS trainings at a time (default 2), one thread each; ONESTEP_BIN overrides
+# the binary (default build/onestep), DEVICE the device (default cpu); METHODS and DATASETS
+# restrict part 1, PARTS the parts (default "1 2 3").
 # Usage: scripts/toy-results.sh [OUT_DIR]   (default runs/toy-results; several hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,12 +48,12 @@ for part in $parts; do
        done ;;
     2) for data in $datasets; do
          for method in fm meanflow; do
-           extra=""; [ "$method" = meanflow ] && extra=" method.tangent_velocity=conditional"
+           extra=""; [ "$method" = meanflow ] && extra=" method.tangent_velocity=conditional method.coupling=independent"
            jobs+=("before-$method-$data|$(nfe_of "$method")|configs/toy/$method-$data.toml|$before$extra")
          done
        done ;;
     3) cfg=configs/toy/meanflow-checkerboard.toml
-       before="$before method.tangent_velocity=conditional"  # measured before the model tangent
+       before="$before method.tangent_velocity=conditional method.coupling=independent"  # measured before both
        # The adaptive-weight study at the full budget, p = 0, 0.5 and 1, from 1 to 50 NFE.
        for p in 0 0.5 1.0; do jobs+=("adaptive-p$p|1,2,4,8,50|$cfg|$before method.adaptive_p=$p"); done
        # The ablations at half the budget with p = 0.5 (the shipped value when they were measured).
@@ -64,13 +64,17 @@ for part in $parts; do
          jobs+=("ablation-${variant%%|*}|1,2,4|$cfg|$abl ${variant#*|}")
        done ;;
     4) cfg=configs/toy/meanflow-checkerboard.toml
-       # The MeanFlow table of 2026-11-27 (third session): the previous recipe, one change each, the shipped one.
-       previous="method.tangent_velocity=conditional train.steps=16000"
+       # The MeanFlow tables of 2026-11-27 (third and fifth sessions): the previous recipe, one
+       # change each, the minibatch-OT coupling, the shipped recipe and the demo's 5,000 steps.
+       previous="method.tangent_velocity=conditional method.coupling=independent"
+       model="method.coupling=independent"
        for variant in "before|$previous" "uniform-gap|$previous method.gap_sampler=uniform-gap" \
-                      "model-tangent|train.steps=16000" "model-batch1024|train.steps=16000 train.batch_size=1024" \
-                      "shipped|"; do
+                      "model-tangent|$model" "model-batch1024|$model train.batch_size=1024" \
+                      "model-48k|$model train.steps=48000" "ot-conditional-5k|train.steps=5000 method.tangent_velocity=conditional" \
+                      "demo|train.steps=5000" "shipped|"; do
          jobs+=("pairs-${variant%%|*}|1,2,4|$cfg|${variant#*|}")
-       done ;;
+       done
+       jobs+=("pairs-tvm-independent|1,2,4|configs/toy/tvm-checkerboard.toml|method.coupling=independent") ;;
   esac
 done
 

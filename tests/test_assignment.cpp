@@ -1,8 +1,8 @@
-// Tests for the linear assignment solver in eval/assignment: the least cost over all n!
+// Tests for the linear assignment solver in core/assignment: the least cost over all n!
 // permutations (brute force) on small random matrices, with continuous costs, heavily tied
 // integer costs and squared distances between point sets with duplicate points; the sorted
 // matching, optimal for squared distances on a line, on large 1-D instances; argument checks.
-#include "onestep/eval/assignment.h"
+#include "onestep/core/assignment.h"
 
 #include <gtest/gtest.h>
 

@@ -7,6 +7,14 @@ import torch
 from torch.autograd import forward_ad
 
 
+def require_independent_coupling(cfg):
+    """The twin pairs noise with data as drawn: the minibatch-OT coupling needs an assignment
+    solver that plain PyTorch lacks, so comparisons set method.coupling=independent on both sides."""
+    if cfg["coupling"] != "independent":
+        raise ValueError("bench/python: only method.coupling = independent is mirrored; "
+                         "compare with method.coupling=independent")
+
+
 class TimeSampler:
     def __init__(self, cfg):
         self.kind, self.mu, self.sigma = cfg["time_sampler"], cfg["time_mu"], cfg["time_sigma"]
@@ -58,6 +66,7 @@ class FlowMatching:
         self.times = TimeSampler(cfg)
         self.label_dropout = cfg["label_dropout"]
         self.cfg_scale = cfg["cfg_scale"]
+        require_independent_coupling(cfg)
         if cfg["sampler"] != "euler":
             raise ValueError("bench/python: only the euler sampler of fm is mirrored")
 
@@ -97,6 +106,7 @@ class MeanFlow:
         if cfg["jvp"] != "forward" or cfg["tangent"] != "v,0,1" or cfg["gap_sampler"] != "pairs":
             raise ValueError("bench/python: only method.jvp = forward, tangent v,0,1 and gap_sampler pairs are mirrored")
         self.model_tangent = cfg["tangent_velocity"] == "model"
+        require_independent_coupling(cfg)
 
     def time_pair(self, n, gen):
         a, b = self.times.draw(n, gen), self.times.draw(n, gen)

@@ -4,7 +4,7 @@
 // bounded for sets of tens of thousands.
 #include "onestep/eval/point_metrics.h"
 
-#include "onestep/eval/assignment.h"
+#include "onestep/core/assignment.h"
 #include "onestep/eval/row_sets.h"
 
 #include <ATen/CPUGeneratorImpl.h>

@@ -9,7 +9,7 @@
 //    the median distance within the reference set Y (fixed per reference set);
 //  - exact_w2: the exact Wasserstein-2 distance between equal-size sets, sqrt of the least mean
 //    squared Euclidean distance over one-to-one matchings (an assignment problem, solved
-//    exactly; eval/assignment.h);
+//    exactly; core/assignment.h);
 //  - mode_coverage: for class-labelled reference data, the share of classes (modes) that
 //    receive at least a fifth of their fair share of X, each row of X counting for the class of
 //    its nearest reference row.

@@ -19,6 +19,7 @@ const OptionSchema<FlowMatchingOptions>& FlowMatchingOptions::schema() {
       OptionSchema<FlowMatchingOptions>("method")
           .include(&FlowMatchingOptions::time_sampler, TimeSampler::schema())
           .include(&FlowMatchingOptions::label_dropout, LabelDropout::schema())
+          .include(&FlowMatchingOptions::coupling, Coupling::schema())
           .add("sampler", &FlowMatchingOptions::sampler, {"euler", "heun"},
                "fm: ODE sampler (heun: 2 NFE per step, Euler last step)")
           .add("cfg_scale", &FlowMatchingOptions::cfg_scale, 0, 100,
@@ -29,7 +30,7 @@ const OptionSchema<FlowMatchingOptions>& FlowMatchingOptions::schema() {
 LossOutput FlowMatching::loss(const LossContext& context, const Batch& batch) {
   NetworkImpl& net = context.modules["net"];
   const auto t = options_.time_sampler.draw(batch.x.size(0), context.gen).to(batch.x.device());
-  const auto point = draw_path_point(batch.x, t, context.gen);
+  const auto point = draw_path_point(batch.x, t, context.gen, options_.coupling, batch.y);
   const auto c = drop_labels(batch.y, net.null_label(), options_.label_dropout.p, context.gen);
   return loss_at(net, point, c);
 }

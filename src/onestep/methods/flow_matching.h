@@ -11,6 +11,7 @@ namespace onestep {
 struct FlowMatchingOptions {
   TimeSampler time_sampler;
   LabelDropout label_dropout;
+  Coupling coupling;
   std::string sampler = "euler";  // or "heun"
   double cfg_scale = 1.0;
   static const OptionSchema<FlowMatchingOptions>& schema();

@@ -1,9 +1,11 @@
 // The shared convention of spec §0 (see linear_path.h).
 #include "onestep/methods/linear_path.h"
 
+#include "onestep/core/assignment.h"
 #include "onestep/core/config.h"
 
 #include <cmath>
+#include <map>
 
 namespace onestep {
 
@@ -41,8 +43,49 @@ torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& e, const 
   return (1 - tb) * x + tb * e;
 }
 
-PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) {
-  const auto e = draw_noise(x.sizes(), gen, x.device());
+const OptionSchema<Coupling>& Coupling::schema() {
+  static const auto schema = OptionSchema<Coupling>("method").add(
+      "coupling", &Coupling::kind, {"independent", "minibatch-ot"},
+      "pairing of noise and data in a batch: as drawn, or the exact minibatch optimal-transport assignment "
+      "(within classes)");
+  return schema;
+}
+
+torch::Tensor Coupling::pair(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& labels) const {
+  if (kind == "independent") return e;
+  torch::NoGradGuard no_grad;
+  const int64_t n = x.size(0);
+  const auto xs = x.detach().to(torch::kCPU, torch::kDouble).reshape({n, -1});
+  const auto es = e.detach().to(torch::kCPU, torch::kDouble).reshape({n, -1});
+  // Index groups: one per class (in order of first appearance), or the whole batch.
+  std::vector<std::vector<int64_t>> groups;
+  if (labels.defined()) {
+    const auto y = labels.to(torch::kCPU, torch::kLong).contiguous();
+    std::map<int64_t, size_t> group_of;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto [it, fresh] = group_of.emplace(y.data_ptr<int64_t>()[i], groups.size());
+      if (fresh) groups.emplace_back();
+      groups[it->second].push_back(i);
+    }
+  } else {
+    groups.emplace_back(n);
+    for (int64_t i = 0; i < n; ++i) groups[0][i] = i;
+  }
+  std::vector<int64_t> source(n);  // row i of the result is row source[i] of e
+  for (const auto& group : groups) {
+    const auto index = torch::tensor(group, torch::kLong);
+    const auto cost = torch::cdist(xs.index_select(0, index), es.index_select(0, index)).pow(2).contiguous();
+    const auto m = static_cast<int64_t>(group.size());
+    const std::vector<double> flat(cost.data_ptr<double>(), cost.data_ptr<double>() + m * m);
+    const auto matching = min_cost_assignment(flat, m);
+    for (int64_t i = 0; i < m; ++i) source[group[i]] = group[matching.column_of_row[i]];
+  }
+  return e.index_select(0, torch::tensor(source, torch::kLong).to(e.device()));
+}
+
+PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen,
+                          const Coupling& coupling, const torch::Tensor& labels) {
+  const auto e = coupling.pair(x, draw_noise(x.sizes(), gen, x.device()), labels);
   return {t, e, interpolate(x, e, t), e - x};
 }
 

@@ -33,12 +33,27 @@ struct TimeSampler {
 // Standard normal noise of `shape` drawn with `gen` (CPU) and moved to `device`.
 torch::Tensor draw_noise(torch::IntArrayRef shape, torch::Generator& gen, const torch::Device& device);
 
+// How a batch's noise draws are paired with its data (key method.coupling). `independent`: as
+// drawn (spec §0). `minibatch-ot`: the draws are permuted to the pairing with the least total
+// squared distance |x_i - e_j|^2 (exact assignment), within each class of labelled data, so that
+// paths cross less (minibatch optimal-transport flow matching: Tong et al. 2023, Pooladian et al.
+// 2023). Each e keeps the N(0, I) marginal, so sampling is unchanged; the pairing is solved per
+// share of a split step (process, micro-batch).
+struct Coupling {
+  std::string kind = "independent";
+  static const OptionSchema<Coupling>& schema();
+  // The rows of e (B x ...) reordered to pair with x (B x ...); labels (B) or undefined.
+  torch::Tensor pair(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& labels) const;
+};
+
 // One point on the path per sample: times t (B), noise e, z_t = (1 - t) x + t e, v_t = e - x.
 struct PathPoint {
   torch::Tensor t, e, z_t, v_t;
 };
-// Draws e with `gen` and forms z_t and v_t for data x at times t (B, on x's device).
-PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen);
+// Draws e with `gen`, pairs it with x by `coupling` (classes: labels, or undefined) and forms z_t
+// and v_t for data x at times t (B, on x's device).
+PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen,
+                          const Coupling& coupling = Coupling{}, const torch::Tensor& labels = {});
 // z_t = (1 - t) x + t e, with t per sample.
 torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& t);
 

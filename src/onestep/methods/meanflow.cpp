@@ -20,6 +20,7 @@ const OptionSchema<MeanFlowOptions>& MeanFlowOptions::schema() {
       OptionSchema<MeanFlowOptions>("method")
           .include(&MeanFlowOptions::time_sampler, TimeSampler::schema())
           .include(&MeanFlowOptions::label_dropout, LabelDropout::schema())
+          .include(&MeanFlowOptions::coupling, Coupling::schema())
           .add("ratio", &MeanFlowOptions::ratio, 0, 1, "meanflow: share of the batch with r != t")
           .add("gap_sampler", &MeanFlowOptions::gap_sampler, {"pairs", "uniform-gap"},
                "meanflow: r != t pairs from two sorted time draws, or gap t - r ~ U(0, 1) then r below 1 - gap")
@@ -102,7 +103,7 @@ torch::Tensor MeanFlow::fold_guidance(const torch::Tensor& v_t, const torch::Ten
 LossOutput MeanFlow::loss(const LossContext& context, const Batch& batch) {
   NetworkImpl& net = context.modules["net"];
   auto [t, r] = sample_time_pair(batch.x.size(0), context.gen);
-  const auto point = draw_path_point(batch.x, t.to(batch.x.device()), context.gen);
+  const auto point = draw_path_point(batch.x, t.to(batch.x.device()), context.gen, options_.coupling, batch.y);
   const auto c = drop_labels(batch.y, net.null_label(), options_.label_dropout.p, context.gen);
   return loss_at(net, point, r.to(batch.x.device()), batch.y, c);
 }

@@ -19,6 +19,7 @@ struct MeanFlowOptions {
   double adaptive_p = 1.0;     // w = 1 / (L + c)^p
   double adaptive_c = 1e-3;
   LabelDropout label_dropout;
+  Coupling coupling;
   double cfg_omega = 1.0;      // CFG folded into training (omega = 1, kappa = 0: off)
   double cfg_kappa = 0.0;
   double cfg_t_lo = 0.0;

@@ -27,6 +27,7 @@ const OptionSchema<TvmOptions>& TvmOptions::schema() {
           .include(&TvmOptions::time_sampler, TimeSampler::schema())
           .add("target_ema", &TvmOptions::target_ema, 0, 0.999999, "tvm: decay of the fast EMA used as the target network")
           .include(&TvmOptions::label_dropout, LabelDropout::schema())
+          .include(&TvmOptions::coupling, Coupling::schema())
           .add("cfg_min", &TvmOptions::cfg_min, 1, 100, "tvm: lower end of the guidance scales w drawn in training")
           .add("cfg_max", &TvmOptions::cfg_max, 1, 100, "tvm: upper end of the guidance scales w drawn in training")
           .add("cfg_scale", &TvmOptions::cfg_scale, 0, 100, "tvm: guidance scale w at sampling (1: off)")
@@ -82,7 +83,7 @@ LossOutput Tvm::loss(const LossContext& context, const Batch& batch) {
   const auto s = options_.time_sampler.draw_below(1 - gap, context.gen);
   const auto t = torch::minimum(s + gap, torch::ones_like(s)).to(device);
   const auto s_fm = options_.time_sampler.draw(n, context.gen).to(device);
-  const auto e = draw_noise(x.sizes(), context.gen, device);
+  const auto e = options_.coupling.pair(x, draw_noise(x.sizes(), context.gen, device), batch.y);
   const auto c = drop_labels(batch.y, net.null_label(), options_.label_dropout.p, context.gen);
   auto w = torch::ones({n}, x.options());
   if (c.defined()) {

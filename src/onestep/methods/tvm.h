@@ -27,6 +27,7 @@ struct TvmOptions {
   TimeSampler time_sampler;  // s (truncated to s <= 1 - g) and s'
   double target_ema = 0.99;
   LabelDropout label_dropout;
+  Coupling coupling;
   double cfg_min = 1.0;  // w ~ U(cfg_min, cfg_max) in training (class-conditional data)
   double cfg_max = 1.0;
   double cfg_scale = 1.0;  // w at sampling

@@ -4,7 +4,8 @@
 // still-unmatched row), in float64, O(n^3) in the worst case and far less on typical inputs.
 // Measured on one core for squared Euclidean costs of n = 2000 2-D points: 0.5 s between two
 // checkerboard samples, 1.1 s between two Gaussian clouds whose means differ by 0.3. Used by
-// the exact Wasserstein-2 distance of the point metrics.
+// the exact Wasserstein-2 distance of the point metrics and by the minibatch optimal-transport
+// coupling of noise and data (methods/linear_path.h).
 #pragma once
 
 #include <cstdint>

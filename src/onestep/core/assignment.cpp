@@ -6,7 +6,7 @@
 // columns settled before the free one are moved so that the invariant survives the flip of the
 // path, which matches one more row. After n rows the matching is optimal by complementary
 // slackness.
-#include "onestep/eval/assignment.h"
+#include "onestep/core/assignment.h"
 
 #include <algorithm>
 #include <cmath>
