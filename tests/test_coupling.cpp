@@ -64,7 +64,8 @@ TEST(Coupling, MinibatchOtIsTheLeastCostPermutationOfTheDraws) {
 
 TEST(Coupling, MinibatchOtPairsWithinEachClass) {
   torch::manual_seed(4);
-  // Two interleaved classes whose data sit far apart: a pairing across classes would be cheaper.
+  // Two interleaved classes, one shifted far away: a pairing across classes would hand the shifted
+  // class whichever noise draws point its way.
   const auto labels = torch::tensor({0, 1, 1, 0, 1, 0, 0, 1}, torch::kLong);
   const auto x = torch::randn({8, 2}, torch::kDouble) + per_sample(labels.to(torch::kDouble), 2) * 10;
   const auto e = torch::randn({8, 2}, torch::kDouble);

@@ -37,8 +37,8 @@ torch::Tensor draw_noise(torch::IntArrayRef shape, torch::Generator& gen, const 
 // drawn (spec §0). `minibatch-ot`: the draws are permuted to the pairing with the least total
 // squared distance |x_i - e_j|^2 (exact assignment), within each class of labelled data, so that
 // paths cross less (minibatch optimal-transport flow matching: Tong et al. 2023, Pooladian et al.
-// 2023). Each e keeps the N(0, I) marginal, so sampling is unchanged; the pairing is solved per
-// share of a split step (process, micro-batch).
+// 2023). The batch's noise is still an i.i.d. N(0, I) sample, only paired differently, so sampling
+// is unchanged; the pairing is solved per share of a split step (process, micro-batch).
 struct Coupling {
   std::string kind = "independent";
   static const OptionSchema<Coupling>& schema();
