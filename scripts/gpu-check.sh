@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # GPU check on a machine with a CUDA PyTorch wheel and no Debian packages (the device machine,
 # see docs/benchmarks.md): builds onestep against the wheel's LibTorch, then runs the parts named
-# in GPU_CHECK_PARTS (default "tests smoke compare speed"):
+# in GPU_CHECK_PARTS (default "tests smoke nccl compare speed"):
 #   tests    ctest (and a backtrace of the first failing test);
 #   smoke    every registered method trains 50 steps on CUDA and evaluates;
 #   compare  `make bench-compare` on CUDA (ROUNDS rounds, default 3);
 #   speed    training steps/s of FM and MeanFlow on the U-Net and DiT (GPU_CHECK_BATCHES, "64 256");
+#   nccl     one process through an NCCL group (WORLD_SIZE=1, as `torchrun --nproc-per-node 1`)
+#            against the same run alone on CUDA and through Gloo on the CPU, for fm and for
+#            drifting on unlabelled data (its gather of the step's samples);
 #   results  scripts/fmnist-results.sh and part 4 of scripts/toy-results.sh on CUDA, side by side
 #            (each cut at RESULTS_TIMEOUT seconds, default 360).
 # Needs the Debian .deb files of the header libraries in .deps/ (fetch them here with
@@ -21,7 +24,7 @@ if [ "${1:-}" = "--fetch" ]; then
   exit $?
 fi
 out=$(realpath -m "${1:-gpu-check-out}")
-parts=" ${GPU_CHECK_PARTS:-tests smoke compare speed} "
+parts=" ${GPU_CHECK_PARTS:-tests smoke nccl compare speed} "
 has() { [[ $parts == *" $1 "* ]]; }
 detail="$out/detail"
 mkdir -p "$detail/runs"
@@ -108,6 +111,34 @@ if has speed; then
         echo "- $method $model batch $batch: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
       done
     done
+  done
+fi
+
+if has nccl; then
+  echo >> "$summary"; echo "## One process through NCCL against alone (CUDA) and Gloo (CPU), 20 steps" >> "$summary"
+  launcher=(env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533)
+  for method in fm drifting; do
+    common=(train data.name=checkerboard method.name="$method" model.width=64 model.depth=2 train.steps=20
+            train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false)
+    run="$detail/runs/nccl-$method"; rm -rf "$run"-*
+    timeout 120 build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-alone" > "$run-alone.log" 2>&1
+    timeout 120 "${launcher[@]}" build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-nccl" > "$run-nccl.log" 2>&1
+    timeout 120 "${launcher[@]}" build-gpu/onestep "${common[@]}" train.device=cpu --out "$run-gloo" > "$run-gloo.log" 2>&1
+    python3 - "$run" "$method" >> "$summary" <<'PY'
+import json, sys
+run, method = sys.argv[1:]
+def losses(kind):
+    try:
+        return [json.loads(line)["loss"] for line in open(f"{run}-{kind}/metrics.jsonl") if '"loss"' in line]
+    except OSError:
+        return []
+alone, nccl, gloo = losses("alone"), losses("nccl"), losses("gloo")
+def gap(a, b):
+    return max((abs(x - y) / abs(y) for x, y in zip(a, b)), default=float("nan")) if len(a) == len(b) else "length differs"
+banner = open(f"{run}-nccl.log").read().count("1 process (nccl)")
+print(f"- {method}: steps alone/nccl/gloo {len(alone)}/{len(nccl)}/{len(gloo)}; 'nccl' in banner: {banner == 1}; "
+      f"largest relative loss gap nccl vs alone {gap(nccl, alone)}, nccl (CUDA) vs gloo (CPU) {gap(nccl, gloo)}")
+PY
   done
 fi
 

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Regenerates the toy tables of docs/results.md. Part 1: for each 2-D dataset, the shipped
-# configs of every method (configs/toy/<method>-<data>.toml: fm at 1, 2, 4, 50 NFE, the one-step
-# methods at 1, 2, 4 NFE), evaluated against 4,000 held-out points. Part 2 ("before"): the
-# previous recipe (plain 4x256 MLP without Fourier features) for fm and meanflow. Part 3: on
-# checkerboard, the adaptive-weight study and the MeanFlow ablations, measured with the previous
-# recipe. Part 4: the MeanFlow study on checkerboard (the gap sampler, the JVP's tangent
-# velocity, batch against steps, the minibatch-OT coupling), from the previous recipe to the
-# shipped one. Runs JOBS trainings at a time (default 2), one thread each; ONESTEP_BIN overrides
-# the binary (default build/onestep), DEVICE the device (default cpu); METHODS and DATASETS
-# restrict part 1, PARTS the parts (default "1 2 3").
+# configs of every method (configs/toy/<method>-<data>.toml: fm at 1, 2, 4, 8, 16, 50 NFE, dtm
+# at 1, 2, 4, 8, 16 transitions, drifting at 1, meanflow and tvm at 1, 2, 4), evaluated against
+# 4,000 held-out points. Part 2 ("before"): the previous recipe (plain 4x256 MLP without
+# Fourier features) for fm and meanflow. Part 3: on checkerboard, the adaptive-weight study and
+# the MeanFlow ablations, measured with the previous recipe. Part 4: the MeanFlow study on
+# checkerboard (the gap sampler, the JVP's tangent velocity, batch against steps, the
+# minibatch-OT coupling), from the previous recipe to the shipped one. Runs JOBS trainings at a
+# time (default 2), one thread each; ONESTEP_BIN overrides the binary (default build/onestep),
+# DEVICE the device (default cpu); METHODS (default "fm meanflow tvm dtm drifting") and
+# DATASETS restrict part 1, PARTS the parts (default "1 2 3").
 # Usage: scripts/toy-results.sh [OUT_DIR]   (default runs/toy-results; several hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/toy-results}
 bin=${ONESTEP_BIN:-build/onestep}
-methods=${METHODS:-fm meanflow tvm}
+methods=${METHODS:-fm meanflow tvm dtm drifting}
 datasets=${DATASETS:-checkerboard moons spirals 8gaussians swissroll}
 parts=${PARTS:-1 2 3}
 jobs_at_once=${JOBS:-2}
@@ -34,7 +35,9 @@ train_eval() {  # name, nfe list, config, overrides...
   "$bin" sample --ckpt "$out/$name" --nfe "$picture_nfe" --num 4000 train.threads=1 --out "$out/$name.png" > /dev/null
 }
 
-nfe_of() { [ "$1" = fm ] && echo 1,2,4,50 || echo 1,2,4; }
+nfe_of() {  # Flow Matching up to 50 steps, DTM up to 16 transitions, drifting 1, the others 1, 2, 4
+  case $1 in fm) echo 1,2,4,8,16,50 ;; dtm) echo 1,2,4,8,16 ;; drifting) echo 1 ;; *) echo 1,2,4 ;; esac
+}
 
 # The previous recipe: the plain MLP, 16,000 steps of batch 256, that every toy config used
 # before the blur study (docs/toy-recipe-study.md).

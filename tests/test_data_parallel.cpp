@@ -4,13 +4,14 @@
 // optimisation steps of one process that draws the same two shares of the batch as micro-batches
 // (train.accumulate = 2) on class-labelled data: equal losses, weights, EMA and optimizer state
 // to float tolerance (drifting included: its class groups split); a method whose loss uses
-// whole-batch statistics on that data is refused with a clear error instead, as drifting on
-// unlabelled data is for processes and micro-batches; ranks
-// join a TCPStore that torchrun's agent serves; the end-of-run evaluation sampled by two
-// processes scores as `onestep eval` does in one; SIGTERM to `onestep launch` stops both ranks
-// after the same step with one checkpoint, and the resumed two-process run continues exactly as
-// an uninterrupted one; a killed or hung rank makes the survivor exit non-zero within
-// train.dist_timeout.
+// whole-batch statistics on that data is refused with a clear error instead; drifting on
+// unlabelled data gathers the step's samples over processes (the gradient of the whole step)
+// and refuses micro-batches; ranks join a TCPStore that torchrun's agent serves, and one
+// process under a launcher trains through a group of one exactly as alone; the end-of-run
+// evaluation sampled by two processes scores as `onestep eval` does in one; SIGTERM to
+// `onestep launch` stops both ranks after the same step with one checkpoint, and the resumed
+// two-process run continues exactly as an uninterrupted one; a killed or hung rank makes the
+// survivor exit non-zero within train.dist_timeout.
 #define ONESTEP_COMPAT_C10D
 #include "onestep/core/compat.h"
 
@@ -111,7 +112,7 @@ TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
                              "eval.at_end=false ";
   Config config;
   config.apply_override("method.name=" + method);
-  if (!make_method(config)->loss_is_mean_over_samples({{2}, 8, 1.0})) {  // 8gaussians: 2-D, 8 classes
+  if (make_method(config)->step_split({{2}, 8, 1.0}) != StepSplit::Shares) {  // 8gaussians: 2-D, 8 classes
     const int status = run_to_end("launch -n 2 -- " + common + "--out " + path("two"), path("two.log"));
     const std::string log = read_raw(path("two.log"));
     EXPECT_EQ(status, 2) << log;
@@ -145,21 +146,68 @@ TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
   EXPECT_EQ(a.metadata.at("rng_state"), b.metadata.at("rng_state"));
 }
 
-// Drifting on unlabelled data: the field of every sample uses the whole step's samples, so a
-// split step is refused before any training, for processes and for micro-batches alike.
-class DataParallelRefusal : public TempFolderTest {};
+// Drifting on unlabelled data: the field of every sample uses the whole step's samples. Two
+// processes gather them: each process's gradient with respect to its own generated samples,
+// averaged over the processes as the trainer does, is the gradient of one process holding the
+// whole step, and so is the loss (two ranks as threads, Gloo, a generator with a fixed output).
+TEST(DriftingOverProcesses, GatheredFieldGivesTheGradientOfTheWholeStep) {
+  const int64_t n = 40, p = 60;
+  auto gen = seeded(6);
+  const auto generated = torch::randn({n, 2}, gen), positives = torch::randn({p, 2}, gen) + 0.5;
+  Config config;
+  config.apply_override("method.name=drifting");
+  config.apply_override("method.n_pos=" + std::to_string(p));
+  config.apply_override("method.n_neg=" + std::to_string(n));
 
-TEST_F(DataParallelRefusal, DriftingOnUnlabelledDataRefusesToSplitTheStep) {
+  const auto run = [&](ProcessShare* share, const torch::Tensor& x, const torch::Tensor& pos) {
+    auto method = make_method(config);
+    if (share) method->set_process_share(*share);
+    auto net = std::make_shared<FixedOutput>(x.clone());
+    ModuleSet modules;
+    modules.add("net", net);
+    auto noise_gen = seeded(1);
+    const auto out = method->loss({modules, nullptr, nullptr, noise_gen}, {pos, {}});
+    out.loss.backward();
+    return std::make_pair(out.loss.item<double>(), net->out.grad());
+  };
+  const auto [whole_loss, whole_grad] = run(nullptr, generated, positives);
+
+  std::vector<double> rank_losses(2);
+  std::vector<torch::Tensor> grads(2);
+  on_two_ranks(ProcessGroup::kBucketBytes, [&](ProcessGroup& group) {
+    const int r = group.rank();
+    ProcessShare share{r, 2, [&group](const torch::Tensor& t) { return torch::cat(group.all_gather(t)); }};
+    std::tie(rank_losses[r], grads[r]) = run(&share, generated.chunk(2)[r], positives.chunk(2)[r]);
+  });
+  EXPECT_NEAR((rank_losses[0] + rank_losses[1]) / 2, whole_loss, 1e-5 * whole_loss);
+  const auto averaged = torch::cat(grads) / 2;  // each rank's rows; the trainer divides by the count
+  EXPECT_TRUE(torch::allclose(averaged, whole_grad, 1e-4, 1e-7))
+      << "largest difference " << (averaged - whole_grad).abs().max().item<double>();
+}
+
+// End to end: `onestep launch -n 2` trains drifting on unlabelled data; micro-batches, queues
+// and per-step sizes that do not divide among the processes are refused before any training.
+class DriftingOverProcessesRun : public TempFolderTest {};
+
+TEST_F(DriftingOverProcessesRun, TwoProcessesTrainAndUnsplittableStepsAreRefused) {
   const std::string common = "train " + onestep::testing_support::method_overrides("drifting") +
-                             "data.name=checkerboard model.width=32 model.depth=2 train.steps=2 eval.at_end=false ";
+                             "data.name=checkerboard model.width=32 model.depth=2 method.n_pos=64 method.n_neg=64 "
+                             "train.steps=3 train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false ";
+  ASSERT_EQ(run_to_end("launch -n 2 -- " + common + "--out " + path("two"), path("two.log")), 0)
+      << read_raw(path("two.log"));
+  EXPECT_TRUE(contains(read_raw(path("two.log")), "2 processes (gloo)")) << read_raw(path("two.log"));
+  EXPECT_EQ(losses(path("two/metrics.jsonl")).size(), 3u);
+
   int run = 0;
-  for (const std::string& split : {"launch -n 2 -- " + common, common + "train.accumulate=2 "}) {
-    const std::string name = "run" + std::to_string(++run);
+  for (const auto& [split, message] : std::vector<std::pair<std::string, std::string>>{
+           {common + "train.accumulate=2 ", "set train.accumulate = 1"},
+           {"launch -n 2 -- " + common + "method.queue_size=128 ", "train it in one process"},
+           {"launch -n 2 -- " + common + "method.n_neg=63 ", "method.n_neg = 63"}}) {
+    const std::string name = "refused" + std::to_string(++run);
     const int status = run_to_end(split + "--out " + path(name), path(name + ".log"));
     const std::string log = read_raw(path(name + ".log"));
-    EXPECT_EQ(status, 2) << log;
-    EXPECT_TRUE(contains(log, "statistics of the whole batch")) << log;
-    EXPECT_TRUE(contains(log, "checkerboard")) << log;
+    EXPECT_EQ(status, 2) << split << "\n" << log;
+    EXPECT_TRUE(contains(log, message)) << split << "\n" << log;
   }
 }
 
@@ -299,4 +347,24 @@ TEST_F(DeadRank, AHungRankStopsTheOtherWithinTheTimeout) {
   expect_survivor_stops(rank0, "rank0.log");
   kill(rank1, SIGKILL);
   wait_for_exit(rank1, std::chrono::seconds(10));
+}
+
+TEST_F(Torchrun, OneLaunchedProcessTrainsThroughAGroupOfOne) {
+  // `torchrun --nproc-per-node 1` sets WORLD_SIZE = 1: the process trains through a group of one
+  // (Gloo here; NCCL on a GPU, the one-process check of scripts/gpu-check.sh) and takes exactly
+  // the steps of a process started alone.
+  const std::string args = "train data.name=moons model.width=16 model.depth=2 train.batch_size=32 train.steps=4 "
+                           "train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false --out ";
+  const std::vector<std::pair<std::string, std::string>> launcher = {
+      {"RANK", "0"}, {"LOCAL_RANK", "0"}, {"WORLD_SIZE", "1"}, {"MASTER_ADDR", "127.0.0.1"},
+      {"MASTER_PORT", std::to_string(free_port())}};
+  for (const auto& [name, env] : {std::make_pair(std::string("alone"), decltype(launcher){}),
+                                  std::make_pair(std::string("group"), launcher)})
+    ASSERT_EQ(wait_for_exit(spawn_onestep(args + path(name), env, path(name + ".log")), std::chrono::seconds(120)), 0)
+        << read_raw(path(name + ".log"));
+  EXPECT_TRUE(contains(read_raw(path("group.log")), "1 process (gloo)")) << read_raw(path("group.log"));
+  EXPECT_FALSE(contains(read_raw(path("alone.log")), "process (")) << read_raw(path("alone.log"));
+  const auto alone = losses(path("alone/metrics.jsonl"));
+  EXPECT_EQ(alone.size(), 4u);
+  EXPECT_EQ(alone, losses(path("group/metrics.jsonl")));
 }

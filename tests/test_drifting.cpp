@@ -18,6 +18,7 @@
 #include "test_support.h"
 
 using namespace onestep;
+using onestep::testing_support::FixedOutput;
 using onestep::testing_support::seeded;
 using onestep::testing_support::user_error_message;
 
@@ -35,16 +36,6 @@ Config drifting_config(const std::vector<std::string>& overrides) {
 Drifting make_drifting(const std::vector<std::string>& overrides) {
   return Drifting(DriftingOptions::schema().read(drifting_config(overrides)));
 }
-
-// A "network" whose output is a trainable N x 2 tensor, whatever its input.
-struct FixedOutput : NetworkImpl {
-  explicit FixedOutput(torch::Tensor value) : NetworkImpl({{32}, {2}, 0}) {
-    out = register_parameter("out", std::move(value));
-  }
-  torch::Tensor forward(const NetInput&) override { return out; }
-  std::vector<torch::Tensor> output_parameters() override { return {}; }
-  torch::Tensor out;
-};
 
 // The 8 centres of 8gaussians (radius 2).
 torch::Tensor centres() {

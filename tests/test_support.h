@@ -1,7 +1,7 @@
 // Helpers shared by the tests: a per-test temporary folder, raw file bytes, the message of an
 // expected UserError, a seeded generator, substring search, running commands and the onestep
-// binary, child processes of it that a test can signal, and the registered names of a section
-// for tests that iterate a registry.
+// binary, child processes of it that a test can signal, the registered names of a section
+// for tests that iterate a registry, and a stand-in generator network with a fixed output.
 #pragma once
 
 #include <fcntl.h>
@@ -174,5 +174,16 @@ inline bool wait_for_lines(const std::string& path, size_t lines, std::chrono::s
   }
   return false;
 }
+
+// A "network" whose output is a trainable N x 2 tensor, whatever its input (a drifting
+// generator whose samples a test sets).
+struct FixedOutput : NetworkImpl {
+  explicit FixedOutput(torch::Tensor value) : NetworkImpl({{32}, {2}, 0}) {
+    out = register_parameter("out", std::move(value));
+  }
+  torch::Tensor forward(const NetInput&) override { return out; }
+  std::vector<torch::Tensor> output_parameters() override { return {}; }
+  torch::Tensor out;
+};
 
 }  // namespace onestep::testing_support

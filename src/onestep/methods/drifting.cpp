@@ -174,6 +174,20 @@ std::vector<int64_t> Drifting::noise_shape(const DataInfo& data) const {
   return data.sample_shape;
 }
 
+StepSplit Drifting::step_split(const DataInfo& data) const {
+  if (options_.queue_size > 0) return StepSplit::Whole;
+  return data.num_classes > 0 ? StepSplit::Shares : StepSplit::Processes;
+}
+
+void Drifting::set_process_share(ProcessShare share) {
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"n_pos", options_.n_pos}, {"n_neg", options_.n_neg}})
+    if (value % share.size != 0)
+      throw UserError("config: method." + std::string(key) + " = " + std::to_string(value) +
+                      ": drifting on unlabelled data splits a step's samples over the processes, so it must be a "
+                      "multiple of the " + std::to_string(share.size) + " processes");
+  share_ = std::move(share);
+}
+
 Batch Drifting::training_batch(Dataset& dataset, int64_t batch_size, torch::Generator& gen) const {
   const int64_t k = dataset.num_classes();
   const bool queue = options_.queue_size > 0;
@@ -187,7 +201,7 @@ Batch Drifting::training_batch(Dataset& dataset, int64_t batch_size, torch::Gene
     if (options_.n_unc > 0)
       throw UserError("config: method.n_unc = " + std::to_string(options_.n_unc) + " (CFG) needs class-labelled data; " +
                       dataset.describe() + " has no classes");
-    Batch batch = dataset.train_batch(options_.n_pos, gen);
+    Batch batch = dataset.train_batch(options_.n_pos / share_.size, gen);
     if (queue) batch.x = push(0, batch.x);
     return batch;
   }
@@ -220,8 +234,9 @@ Batch Drifting::training_batch(Dataset& dataset, int64_t batch_size, torch::Gene
 LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
   NetworkImpl& net = context.modules["net"];
   const auto device = batch.x.device();
-  const int64_t n_neg = options_.n_neg;
   const bool labelled = net.spec().num_classes > 0 && batch.y.defined();
+  const bool gathered = static_cast<bool>(share_.gather);  // unlabelled data over processes
+  const int64_t n_neg = options_.n_neg / share_.size;
   // Groups: the classes in the batch's order (consecutive labels), or one unlabelled group.
   std::vector<int64_t> classes;
   std::vector<torch::Tensor> positives;
@@ -280,9 +295,15 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
       negatives = torch::cat({own, extra.to(own.options())});
       weights = torch::cat({torch::ones({n_neg}, own.options()), torch::full({extra.size(0)}, w, own.options())});
     }
-    const auto field = drifting_field(own, positives[g].flatten(1), negatives, temperatures_, weights, true,
+    auto field_x = own, field_positives = positives[g].flatten(1);
+    if (gathered) {  // the whole step's samples; this process's rows are those from rank * n_neg
+      field_x = negatives = share_.gather(own);
+      field_positives = share_.gather(field_positives);
+    }
+    const auto field = drifting_field(field_x, field_positives, negatives, temperatures_, weights, true,
                                       options_.attraction_scale, options_.repulsion_scale);
-    v.slice(0, g * n_neg, (g + 1) * n_neg).copy_(field.v);
+    v.slice(0, g * n_neg, (g + 1) * n_neg)
+        .copy_(gathered ? field.v.slice(0, share_.rank * n_neg, (share_.rank + 1) * n_neg) : field.v);
     for (size_t i = 0; i < raw.size(); ++i) raw[i] += field.raw_squared_norms[i] / static_cast<double>(groups);
   }
   const auto target = (x.detach() + v.view_as(x).to(x.dtype())).detach();

@@ -71,7 +71,8 @@ class Drifting : public Method {
   NetSpec net_spec(const DataInfo& data) const override;
   // Point data: {method.noise_dim}; images: the sample shape.
   std::vector<int64_t> noise_shape(const DataInfo& data) const override;
-  // Unlabelled data: n_pos samples (one group; train.batch_size is ignored). Labelled data:
+  // Unlabelled data: n_pos samples (one group; train.batch_size is ignored), n_pos / processes
+  // in a step split over processes. Labelled data:
   // min(train.batch_size, classes) classes drawn without replacement, n_pos samples each, in
   // groups, then n_unc real samples of random classes per group labelled with the null label
   // (the CFG negatives). With queue_size > 0 each class keeps its queue_size most recent real
@@ -80,15 +81,19 @@ class Drifting : public Method {
   Batch training_batch(Dataset& dataset, int64_t batch_size, torch::Generator& gen) const override;
   // n_neg generated samples per group, V per group, loss mean_i ||x_i - sg(x_i + V_i)||^2; parts
   // raw_v2_tau<tau>: the raw ||V_tau||^2 before normalisation (mean over the step's groups).
+  // Unlabelled data split over processes: each process generates n_neg / processes samples,
+  // the positives and generated samples of all processes are gathered, every process computes
+  // the whole step's field (the same on each) and takes the loss on its own rows.
   LossOutput loss(const LossContext& context, const Batch& batch) override;
   // The field V of a sample is computed from every positive and generated sample of its group,
   // and nothing else. Class-labelled data: each share of a step (process, micro-batch) draws
   // its own min(share, classes) groups, so the step splits (train.batch_size then counts the
-  // groups of all shares). Unlabelled data (one group, the whole step) and queues (state that a
-  // step's shares would each keep) cannot be split.
-  bool loss_is_mean_over_samples(const DataInfo& data) const override {
-    return data.num_classes > 0 && options_.queue_size == 0;
-  }
+  // groups of all shares). Unlabelled data (one group, the whole step): processes split it by
+  // gathering its samples, micro-batches cannot. Queues (state that a step's shares would each
+  // keep) cannot be split.
+  StepSplit step_split(const DataInfo& data) const override;
+  // Needs n_pos and n_neg to be multiples of the process count.
+  void set_process_share(ProcessShare share) override;
   // x = f(e, c), alpha = cfg_scale: one network evaluation whatever plan.steps asks for.
   torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
                        const SamplingPlan& plan) override;
@@ -100,6 +105,7 @@ class Drifting : public Method {
  private:
   DriftingOptions options_;
   std::vector<double> temperatures_;
+  ProcessShare share_;  // one process unless set_process_share was called
   // Per class (unlabelled data: class 0) the queue_size most recent real samples, oldest first.
   mutable std::map<int64_t, torch::Tensor> queues_;
 };

@@ -61,6 +61,28 @@ struct LossOutput {
   std::map<std::string, torch::Tensor> parts;
 };
 
+// How a training step may be split into shares (processes, micro-batches) whose gradients are
+// averaged, so that the split step trains as one step over all the shares' draws.
+enum class StepSplit {
+  // The loss is a mean of terms that each use one share only: any split.
+  Shares,
+  // The loss uses statistics of the whole step, which the method gathers across processes
+  // (ProcessShare::gather): processes split the step, micro-batches cannot (a later micro-batch's
+  // samples do not exist yet when an earlier one's loss is computed).
+  Processes,
+  // Statistics of the whole step that cannot be gathered (state kept per share): no split.
+  Whole,
+};
+
+// This process's place in a step split over processes (StepSplit::Processes).
+struct ProcessShare {
+  int rank = 0;
+  int size = 1;
+  // Every process's `tensor` (the same shape on each, on the training device), concatenated
+  // along dimension 0 in rank order; without gradient.
+  std::function<torch::Tensor(const torch::Tensor&)> gather;
+};
+
 // What the loss may use besides the batch: the trained modules, their target EMA (methods that
 // ask for one), the frozen modules and the run's generator, through which every random draw
 // goes (CPU generator; tensors are moved to the batch's device).
@@ -105,14 +127,16 @@ class Method {
   virtual std::vector<FrozenModuleSpec> frozen_modules() const { return {}; }
   // The network (model.name) the method needs, e.g. a causal backbone; empty: any network.
   virtual std::string required_network() const { return ""; }
-  // Whether the loss on this data is a mean of terms that each use one share of the batch only,
-  // so that a step split into shares (processes, micro-batches) with averaged gradients trains
-  // as one step over all the shares' draws. False where the loss uses statistics of the whole
-  // batch; the trainer then refuses to split the step.
-  virtual bool loss_is_mean_over_samples(const DataInfo& data) const {
+  // How a step on this data may be split into shares (processes, micro-batches) whose gradients
+  // are averaged; the trainer refuses the splits a method does not allow.
+  virtual StepSplit step_split(const DataInfo& data) const {
     (void)data;
-    return true;
+    return StepSplit::Shares;
   }
+  // Called once before training when a StepSplit::Processes method's step is split over
+  // processes: this process's rank, the process count and the gather the loss uses. Throws
+  // UserError when the method's per-step sizes do not divide among the processes.
+  virtual void set_process_share(ProcessShare share) { (void)share; }
 
   virtual LossOutput loss(const LossContext& context, const Batch& batch) = 0;
   // Maps noise (B x noise_shape) to samples following `plan`; labels: B int64 classes, or

@@ -27,6 +27,7 @@ int env_int(const char* name, int fallback, int min, int max) {
 
 DistributedEnv distributed_env_from_environment() {
   DistributedEnv env;
+  env.launched = std::getenv("WORLD_SIZE") != nullptr;
   env.world_size = env_int("WORLD_SIZE", 1, 1, 1 << 20);
   env.rank = env_int("RANK", 0, 0, env.world_size - 1);
   env.local_rank = env_int("LOCAL_RANK", env.rank, 0, 1 << 20);
@@ -85,15 +86,16 @@ ProcessGroup::ProcessGroup(const DistributedEnv& env, const torch::Device& devic
       impl_->group = compat::make_nccl_group(impl_->store, env.rank, env.world_size, timeout);
       impl_->backend = "nccl";
 #else
-      throw UserError("train.device = cuda with WORLD_SIZE > 1 needs NCCL, and this onestep was built without it");
+      throw UserError(
+          "train.device = cuda under a launcher (WORLD_SIZE set) needs NCCL, and this onestep was built without it");
 #endif
     } else {
 #ifdef ONESTEP_WITH_GLOO
       impl_->group = compat::make_gloo_group(impl_->store, env.rank, env.world_size, timeout);
       impl_->backend = "gloo";
 #else
-      throw UserError("WORLD_SIZE > 1 on the CPU needs Gloo, and this onestep was built without gloo's headers "
-                      "(Debian: libgloo-dev)");
+      throw UserError("WORLD_SIZE set (a launcher) on the CPU needs Gloo, and this onestep was built without gloo's "
+                      "headers (Debian: libgloo-dev)");
 #endif
     }
   } catch (const UserError&) {

@@ -24,10 +24,14 @@ struct DistributedEnv {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   bool agent_store = false;  // torchrun's agent already serves the TCPStore
+  // WORLD_SIZE is set: a launcher (torchrun, `onestep launch`) started this process, which then
+  // trains through a process group even alone (WORLD_SIZE = 1: the path of N processes, e.g. a
+  // one-GPU NCCL check).
+  bool launched = false;
 };
 
-// Reads the variables above; without WORLD_SIZE, one process. Throws UserError for values that
-// are not numbers or out of range, naming the variable.
+// Reads the variables above; without WORLD_SIZE, one process without a group. Throws UserError
+// for values that are not numbers or out of range, naming the variable.
 DistributedEnv distributed_env_from_environment();
 
 class CollectiveError : public std::runtime_error {

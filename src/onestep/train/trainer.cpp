@@ -235,8 +235,9 @@ void Trainer::run() {
                 state_.dataset().describe().c_str(), config.get_string("model.name").c_str(), modules.c_str(),
                 state_.device().str().c_str(), at::get_num_threads());
     if (group_)
-      std::printf("%d processes (%s), %lld samples per process and step in %lld micro-batch(es)\n", world_size_,
-                  group_->backend_name().c_str(), static_cast<long long>(state_.share_size() * state_.accumulate()),
+      std::printf("%d process%s (%s), %lld samples per process and step in %lld micro-batch(es)\n", world_size_,
+                  world_size_ == 1 ? "" : "es", group_->backend_name().c_str(),
+                  static_cast<long long>(state_.share_size() * state_.accumulate()),
                   static_cast<long long>(state_.accumulate()));
     std::printf("run folder: %s%s\n", out_dir_.string().c_str(),
                 start_step_ > 0 ? (" (resumed at step " + std::to_string(start_step_) + ")").c_str() : "");
@@ -313,7 +314,7 @@ void Trainer::run() {
 void train(TrainRequest request) {
   const DistributedEnv env = distributed_env_from_environment();
   std::unique_ptr<ProcessGroup> group;
-  if (env.world_size > 1) {
+  if (env.launched) {
     const auto device = resolve_device(request.config.get_string("train.device"));
     group = std::make_unique<ProcessGroup>(
         env, device, std::chrono::seconds(request.config.get_int("train.dist_timeout")));

@@ -61,11 +61,18 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
   dataset_ = make_dataset(config_);
   method_ = make_method(config_);
   data_info_ = {dataset_->sample_shape(), dataset_->num_classes(), data_std(*dataset_, seed)};
-  if (shares > 1 && !method_->loss_is_mean_over_samples(data_info_))
+  const StepSplit split = method_->step_split(data_info_);
+  const bool refused = (split == StepSplit::Processes && accumulate_ > 1) || (split == StepSplit::Whole && shares > 1);
+  if (refused)
     throw UserError("method.name = '" + method_->name() + "': on " + dataset_->describe() +
                     " its loss uses statistics of the whole batch, so a step cannot be split over " +
                     std::to_string(world_size_) + " processes x train.accumulate = " + std::to_string(accumulate_) +
-                    "; train it in one process with train.accumulate = 1");
+                    (split == StepSplit::Processes ? "; it gathers them across processes: set train.accumulate = 1"
+                                                   : "; train it in one process with train.accumulate = 1"));
+  if (split == StepSplit::Processes && group_)
+    method_->set_process_share({rank_, world_size_, [this](const torch::Tensor& tensor) {
+                                  return torch::cat(group_->all_gather(tensor.detach()));
+                                }});
   modules_ = method_->build_modules(config_, data_info_);
   modules_.to(device_);
   const auto shadow_modules = [&] {  // on the device before the EMA lays them out flat
