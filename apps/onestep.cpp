@@ -1,4 +1,4 @@
-// The onestep command line: train, launch, sample, eval, bench, evaluator and info (contract in README.md).
+// The onestep command line: train, launch, sample, eval, bench, evaluator, encoder and info (contract in README.md).
 // Bad input of any kind ends with one line on stderr and exit status 2.
 #include <CLI/CLI.hpp>
 
@@ -24,6 +24,7 @@
 #include "onestep/train/benchmark.h"
 #include "onestep/train/checkpoint.h"
 #include "onestep/train/distributed.h"
+#include "onestep/train/encoder_training.h"
 #include "onestep/train/evaluator_training.h"
 #include "onestep/train/launch.h"
 #include "onestep/train/trainer.h"
@@ -263,6 +264,19 @@ int main(int argc, char** argv) {
   evaluator_train_cmd->add_option("--threads", evaluator_options.threads, "intra-op threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
 
+  EncoderTrainOptions encoder_options;
+  auto* encoder_cmd = app.add_subcommand("encoder", "the self-supervised feature encoder of drifting on images");
+  auto* encoder_train_cmd = encoder_cmd->add_subcommand("train", "train a feature encoder (masked denoising autoencoder)");
+  encoder_cmd->require_subcommand(1);
+  encoder_train_cmd->add_option("--out", encoder_options.out, "weights file (.safetensors)")->required();
+  encoder_train_cmd->add_option("--steps", encoder_options.steps, "training steps")->check(CLI::PositiveNumber);
+  encoder_train_cmd->add_option("--batch-size", encoder_options.batch_size, "batch size")->check(CLI::PositiveNumber);
+  encoder_train_cmd->add_option("--lr", encoder_options.lr, "peak learning rate")->check(CLI::PositiveNumber);
+  encoder_train_cmd->add_option("--seed", encoder_options.seed, "seed");
+  encoder_train_cmd->add_option("--threads", encoder_options.threads, "intra-op threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  encoder_train_cmd->add_option("data", encoder_options.data, "data.* keys, e.g. data.name=folder:photos data.size=32");
+
   auto* info_cmd = app.add_subcommand("info", "versions, threads, devices and the known names");
   info_cmd->add_flag("--keys", keys, "list every config key with its default and meaning");
   info_cmd->add_option("--ckpt", ckpt, "describe a checkpoint");
@@ -283,6 +297,10 @@ int main(int argc, char** argv) {
     if (*info_cmd) return run_info(keys, ckpt);
     if (*evaluator_train_cmd) {
       train_evaluator(evaluator_options);
+      return 0;
+    }
+    if (*encoder_train_cmd) {
+      train_feature_encoder(encoder_options);
       return 0;
     }
   } catch (const UserError& err) {

@@ -8,11 +8,14 @@
 #
 #   scripts/bench-compare.sh BUILD_DIR DEVICE [LABEL='onestep bench arguments' ...]
 #
-# Without configs: fm and meanflow on the toy mlp (checkerboard, batch 256, one thread) and on
-# the Fashion-MNIST U-Net and DiT (configs/fmnist/*.toml; the DiT of width 256, depth 6, patch 2
-# that issue 12 measured; batch 8 on cpu, 256 on cuda).
+# Without configs: fm and meanflow on the Fashion-MNIST U-Net and DiT (configs/fmnist/*.toml;
+# the DiT of width 256, depth 6, patch 2 that issue 12 measured; batch 8 on cpu, 256 on cuda),
+# on cpu also on the toy mlp (checkerboard, batch 256, one thread), on cuda also in bf16
+# (train.precision) and the U-Net FM at batch 64.
 # Environment: ROUNDS (3), WARMUP (2), ITERS (15; 5 for the image networks on cpu), PYTHON
-# (/usr/bin/python3: Debian's python3-torch), OUT (a temporary folder: the JSON reports).
+# (/usr/bin/python3: Debian's python3-torch), OUT (a temporary folder: the JSON reports),
+# PROFILE (1: the twin's first round also runs torch.profiler, see bench/python/bench.py
+# --profile; the table gains the twin's GPU kernel time per step).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 BUILD_DIR DEVICE [LABEL='onestep bench arguments' ...]" >&2
@@ -38,14 +41,22 @@ if [ ${#configs[@]} -eq 0 ]; then
       "configs/fmnist/$method.toml" > "$out/dit-$method.toml"
   done
   dit="model.name=dit model.width=256 model.depth=6 model.heads=4 model.patch_size=2"
-  configs=(
-    "mlp-fm=-c configs/toy/fm-checkerboard.toml $toy"
-    "mlp-meanflow=-c configs/toy/meanflow-checkerboard.toml $toy"
+  configs=()
+  if [ "$device" = cpu ]; then
+    configs+=("mlp-fm=-c configs/toy/fm-checkerboard.toml $toy"
+              "mlp-meanflow=-c configs/toy/meanflow-checkerboard.toml $toy")
+  fi
+  configs+=(
     "unet-fm=-c configs/fmnist/fm.toml $images"
     "unet-meanflow=-c configs/fmnist/meanflow.toml $images"
     "dit-fm=-c $out/dit-fm.toml $dit $images"
     "dit-meanflow=-c $out/dit-meanflow.toml $dit $images"
   )
+  if [ "$device" != cpu ]; then
+    # bf16 autocast (train.precision) on both sides, and the U-Net at a quarter of the batch.
+    for config in "${configs[@]}"; do configs+=("${config%%=*}-bf16=${config#*=} train.precision=bf16"); done
+    configs+=("unet-fm-batch64=-c configs/fmnist/fm.toml train.batch_size=64 --iters $image_iters")
+  fi
 fi
 
 labels=()
@@ -56,8 +67,10 @@ for config in "${configs[@]}"; do
     echo "bench-compare: $label, round $round of $rounds" >&2
     # shellcheck disable=SC2086  # args is a list of arguments
     "$build/onestep" bench $args --warmup "$warmup" train.device="$device" --json "$out/$label-$round-onestep.json" >&2
+    profile=()
+    [ "${PROFILE:-0}" = 1 ] && [ "$round" = 1 ] && profile=(--profile "$out/$label-profile.txt")
     "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
-      --json "$out/$label-$round-python.json" >&2
+      --json "$out/$label-$round-python.json" "${profile[@]}" >&2
     "$python" -c 'import json, sys
 ours, twin = (json.load(open(path))["parameters"] for path in sys.argv[1:])
 if ours != twin:
@@ -97,9 +110,11 @@ first = load(labels[0], 1, "onestep"), load(labels[0], 1, "python")
 print(f"onestep: LibTorch {first[0]['torch']}; Python twin: PyTorch {first[1]['torch']}; device {first[0]['device']}; "
       f"{rounds} interleaved rounds; times are medians over rounds of each run's median (ms)")
 print()
+profiled = any("profile_kernel_ms_per_step" in load(label, 1, "python") for label in labels)
 print("| config | batch | threads | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
-      "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |"
+      + (" twin's GPU kernels per step |" if profiled else ""))
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if profiled else ""))
 for label in labels:
     ours = [load(label, r, "onestep") for r in range(1, rounds + 1)]
     twin = [load(label, r, "python") for r in range(1, rounds + 1)]
@@ -113,6 +128,9 @@ for label in labels:
         b = [measures(t)[key] for t in twin]
         ratio = statistics.median(x / y for x, y in zip(a, b))
         row += [milliseconds(statistics.median(a)), milliseconds(statistics.median(b)), f"**{ratio:.2f}**"]
+    if profiled:
+        kernels = twin[0].get("profile_kernel_ms_per_step")
+        row.append("-" if kernels is None else milliseconds(kernels))
     print("| " + " | ".join(row) + " |")
 print()
 print(f"JSON reports: {out}")

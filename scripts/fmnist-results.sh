@@ -2,10 +2,12 @@
 # Regenerates the Fashion-MNIST table of docs/results.md, like for like: Flow Matching
 # (configs/fmnist/fm.toml) sampled without guidance and with `method.cfg_scale=2` (the effective
 # scale MeanFlow's config folds into training), MeanFlow (configs/fmnist/meanflow.toml) with the
-# paper's adaptive weight p = 1 and with p = 0; same U-Net, batch and steps. Each run is evaluated
-# with its config's eval.nfe and eval.num (FD, KID, precision, recall, class accuracy against the
-# held-out test split). ONESTEP_BIN overrides the binary (default build/onestep), DEVICE the device
-# (default cpu), JOBS the trainings run at once (default 2).
+# paper's adaptive weight p = 1 and with p = 0; same U-Net, batch and steps. METHODS adds the
+# other methods' Fashion-MNIST configs (tvm, dtm, artm, fhtm, drifting; drifting also sampled with
+# `method.cfg_scale=2`). Each run is evaluated with its config's eval.nfe and eval.num (FD, KID,
+# precision, recall, class accuracy against the held-out test split). ONESTEP_BIN overrides the
+# binary (default build/onestep), DEVICE the device (default cpu), JOBS the trainings run at once
+# (default 2), METHODS the runs (default "fm meanflow meanflow-p0").
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
@@ -16,6 +18,7 @@ out=${1:-runs/fmnist-results}
 bin=${ONESTEP_BIN:-build/onestep}
 device=${DEVICE:-cpu}
 jobs=${JOBS:-2}
+runs=${METHODS:-fm meanflow meanflow-p0}
 mkdir -p "$out"
 
 train() {  # name, config, overrides...
@@ -33,11 +36,18 @@ evaluate() {  # eval name, run name, overrides...
 }
 
 running=0
-for job in "fm|fm|" "meanflow|meanflow|" "meanflow-p0|meanflow|method.adaptive_p=0"; do
-  IFS='|' read -r name config overrides <<< "$job"
+guided=()  # the evaluations with method.cfg_scale=2
+for name in $runs; do
+  config=$name overrides=
+  case $name in
+    meanflow-p0) config=meanflow overrides=method.adaptive_p=0 ;;
+    fm | drifting) guided+=("$name-cfg2") ;;
+    meanflow | tvm | dtm | artm | fhtm) ;;
+    *) echo "fmnist-results: unknown run '$name' (fm, meanflow, meanflow-p0, tvm, dtm, artm, fhtm, drifting)" >&2; exit 2 ;;
+  esac
   # shellcheck disable=SC2086  # overrides is a list
   { train "$name" "$config" $overrides && evaluate "$name" "$name" &&
-      if [ "$name" = fm ]; then evaluate fm-cfg2 fm method.cfg_scale=2; fi; } &
+      case $name in fm | drifting) evaluate "$name-cfg2" "$name" method.cfg_scale=2 ;; esac; } &
   running=$((running + 1))
   if [ $running -ge "$jobs" ]; then wait -n || true; running=$((running - 1)); fi
 done
@@ -47,6 +57,6 @@ for f in "$out"/*.eval.txt; do
   echo "== $(basename "$f" .eval.txt)"
   grep -v '^{' "$f"
 done
-for name in fm fm-cfg2 meanflow meanflow-p0; do
+for name in $runs "${guided[@]}"; do
   grep -q '^{' "$out/$name.eval.txt" 2> /dev/null || { echo "fmnist-results: $name did not finish: see $out/$name.*" >&2; exit 1; }
 done

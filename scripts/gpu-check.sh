@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # GPU check on a machine with a CUDA PyTorch wheel and no Debian packages (the device machine,
 # see docs/benchmarks.md): builds onestep against the wheel's LibTorch, then runs the parts named
-# in GPU_CHECK_PARTS (default "tests smoke nccl compare speed"):
-#   tests    ctest (and a backtrace of the first failing test);
-#   smoke    every registered method trains 50 steps on CUDA and evaluates;
-#   compare  `make bench-compare` on CUDA (ROUNDS rounds, default 3);
-#   speed    training steps/s of FM and MeanFlow on the U-Net and DiT (GPU_CHECK_BATCHES, "64 256");
+# in GPU_CHECK_PARTS (default "nccl smoke compare tests"), in this order, within GPU_CHECK_SECONDS
+# (default 560) counted from the start, so that one device call of 10 minutes holds them all:
 #   nccl     one process through an NCCL group (WORLD_SIZE=1, as `torchrun --nproc-per-node 1`)
-#            against the same run alone on CUDA and through Gloo on the CPU, for fm and for
-#            drifting on unlabelled data (its gather of the step's samples);
+#            against the same run alone on CUDA and alone on the CPU (the wheel has no gloo
+#            headers), for fm and for drifting on unlabelled data (its gather of the step's samples);
+#   smoke    every registered method trains 50 steps on CUDA and evaluates;
+#   compare  `make bench-compare` on CUDA (ROUNDS rounds, default 1; ITERS, default 10), fp32 and
+#            bf16, with the twin's torch.profiler kernel time (PROFILE=1), leaving TESTS_SECONDS
+#            (default 240) to the tests;
+#   tests    ctest, 16 at a time, in the time left (the log has the output of any failure);
+# and, when named:
+#   speed    training steps/s of FM and MeanFlow on the U-Net and DiT (GPU_CHECK_BATCHES, "64 256");
 #   results  scripts/fmnist-results.sh and part 4 of scripts/toy-results.sh on CUDA, side by side
-#            (each cut at RESULTS_TIMEOUT seconds, default 360).
+#            (each cut at RESULTS_TIMEOUT seconds, default 360; METHODS picks the Fashion-MNIST runs).
 # Needs the Debian .deb files of the header libraries in .deps/ (fetch them here with
 # `scripts/gpu-check.sh --fetch`). Writes OUT/summary.md and, with every log and result,
 # OUT/detail.tar.gz (the device machine returns at most 8 files, so the rest travels packed).
@@ -24,8 +28,10 @@ if [ "${1:-}" = "--fetch" ]; then
   exit $?
 fi
 out=$(realpath -m "${1:-gpu-check-out}")
-parts=" ${GPU_CHECK_PARTS:-tests smoke nccl compare speed} "
+parts=" ${GPU_CHECK_PARTS:-nccl smoke compare tests} "
 has() { [[ $parts == *" $1 "* ]]; }
+deadline=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-560} ))
+left() { echo $(( deadline - $(date +%s) )); }
 detail="$out/detail"
 mkdir -p "$detail/runs"
 summary="$out/summary.md"
@@ -56,34 +62,44 @@ echo "- build: exit $build_rc in $(( $(date +%s) - start )) s; warnings: $(grep 
 grep -A3 'warning:\|error:' "$detail/build.log" | head -40 >> "$detail/build-warnings.log"
 [ $build_rc -eq 0 ] || { tail -40 "$detail/build.log"; cat "$summary"; exit 1; }
 
-if has tests; then
-  start=$(date +%s)
-  (cd build-gpu && OMP_NUM_THREADS=2 ctest -j 8 --timeout 300 --output-on-failure > "$detail/ctest.log" 2>&1)
-  echo "- ctest: $(grep -E 'tests passed|tests failed' "$detail/ctest.log" | tail -1) in $(( $(date +%s) - start )) s" >> "$summary"
-  grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$detail/ctest.log" | head -30 >> "$summary"
-  echo "- DT_NEEDED order of onestep_tests: $(readelf -d build-gpu/onestep_tests | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')" >> "$summary"
-  first_failed=$(grep -oE '[0-9]+ - [A-Za-z0-9_./]+ \((Failed|SEGFAULT|Subprocess aborted)' "$detail/ctest.log" | head -1 | awk '{print $3}')
-  if [ -n "$first_failed" ] && command -v cuda-gdb > /dev/null; then
-    timeout 120 cuda-gdb -batch -ex run -ex bt --args build-gpu/onestep_tests --gtest_filter="$first_failed" \
-      > "$detail/backtrace.log" 2>&1
-    echo "- backtrace of $first_failed: backtrace.log" >> "$summary"
-  fi
-  if [ -n "$first_failed" ]; then
-    LD_PRELOAD=$(c++ -print-file-name=libstdc++.so.6) timeout 120 build-gpu/onestep_tests --gtest_filter="$first_failed" \
-      > "$detail/preload.log" 2>&1
-    echo "- $first_failed with the compiler's libstdc++ preloaded: exit $?" >> "$summary"
-  fi
+if has nccl; then
+  echo >> "$summary"; echo "## One process through NCCL against alone (CUDA) and alone on the CPU, 20 steps" >> "$summary"
+  launcher=(env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533)
+  for method in fm drifting; do
+    common=(train data.name=checkerboard method.name="$method" model.width=64 model.depth=2 train.steps=20
+            train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false)
+    run="$detail/runs/nccl-$method"; rm -rf "$run"-*
+    timeout 120 build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-alone" > "$run-alone.log" 2>&1
+    timeout 120 "${launcher[@]}" build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-nccl" > "$run-nccl.log" 2>&1
+    timeout 120 build-gpu/onestep "${common[@]}" train.device=cpu --out "$run-cpu" > "$run-cpu.log" 2>&1
+    python3 - "$run" "$method" >> "$summary" <<'PY'
+import json, sys
+run, method = sys.argv[1:]
+def losses(kind):
+    try:
+        return [json.loads(line)["loss"] for line in open(f"{run}-{kind}/metrics.jsonl") if '"loss"' in line]
+    except OSError:
+        return []
+alone, nccl, cpu = losses("alone"), losses("nccl"), losses("cpu")
+def gap(a, b):
+    return max((abs(x - y) / abs(y) for x, y in zip(a, b)), default=float("nan")) if len(a) == len(b) else "length differs"
+banner = open(f"{run}-nccl.log").read().count("1 process (nccl)")
+print(f"- {method}: steps alone/nccl/cpu {len(alone)}/{len(nccl)}/{len(cpu)}; 'nccl' in banner: {banner == 1}; "
+      f"largest relative loss gap nccl vs alone {gap(nccl, alone)}, nccl (CUDA) vs alone on the CPU {gap(nccl, cpu)}")
+PY
+  done
 fi
 
 if has smoke; then
-  echo >> "$summary"; echo "## CUDA smoke (50 steps on checkerboard, then eval at 1 and 2 NFE)" >> "$summary"
+  echo >> "$summary"; echo "## CUDA smoke (each method's shipped checkerboard config, else its Fashion-MNIST one: 50 steps, then eval)" >> "$summary"
   for method in $(build-gpu/onestep info | sed -n 's/^methods: //p' | tr -d ','); do
     run="$detail/runs/smoke-$method"; rm -rf "$run"
-    if timeout 120 build-gpu/onestep train method.name="$method" train.device=cuda train.steps=50 train.log_every=25 \
-         model.width=64 model.depth=2 eval.nfe=1,2 eval.num=500 --out "$run" > "$run.log" 2>&1; then
-      echo "- $method: ok, $(grep -o '"loss":[0-9.e+-]*' "$run/metrics.jsonl" | tail -1), eval $(grep -c nfe "$run/metrics.jsonl") record" >> "$summary"
+    config=configs/toy/$method-checkerboard.toml; [ -f "$config" ] || config=configs/fmnist/$method.toml
+    if timeout 60 build-gpu/onestep train -c "$config" train.device=cuda train.steps=50 train.log_every=25 \
+         train.sample_every=0 train.ckpt_every=0 eval.num=500 --out "$run" > "$run.log" 2>&1; then
+      echo "- $method ($config): ok, $(grep -o '"loss":[0-9.e+-]*' "$run/metrics.jsonl" | tail -1), eval $(grep -c nfe "$run/metrics.jsonl") record" >> "$summary"
     else
-      echo "- $method: FAILED: $(tail -2 "$run.log" | tr '\n' ' ')" >> "$summary"
+      echo "- $method ($config): FAILED: $(tail -2 "$run.log" | tr '\n' ' ')" >> "$summary"
     fi
   done
 fi
@@ -91,10 +107,23 @@ fi
 # onestep against the Python twin on CUDA (issue 12): the wheel's python runs bench/python.
 if has compare; then
   echo >> "$summary"; echo "## make bench-compare on CUDA" >> "$summary"
-  ROUNDS=${ROUNDS:-3} PYTHON=python3 OUT="$detail/compare" timeout 600 scripts/bench-compare.sh build-gpu cuda \
+  ROUNDS=${ROUNDS:-1} ITERS=${ITERS:-10} PROFILE=1 PYTHON=python3 OUT="$detail/compare" \
+    timeout "$(( $(left) - ${TESTS_SECONDS:-240} ))" scripts/bench-compare.sh build-gpu cuda \
     > "$detail/compare.md" 2> "$detail/compare.log"
   echo "- exit $?" >> "$summary"
   cat "$detail/compare.md" >> "$summary"
+fi
+
+if has tests; then
+  echo >> "$summary"; echo "## ctest" >> "$summary"
+  start=$(date +%s)
+  # One intra-op thread per test: 16 test processes on 16 cores (the wheel's default pools
+  # oversubscribe them). Tests still running at the deadline are cut and listed as not run.
+  (cd build-gpu && OMP_NUM_THREADS=1 timeout "$(( $(left) - 20 ))" ctest -j 16 --timeout 300 --output-on-failure \
+     > "$detail/ctest.log" 2>&1)
+  echo "- ctest: $(grep -E 'tests passed|tests failed' "$detail/ctest.log" | tail -1) in $(( $(date +%s) - start )) s;" \
+       "finished $(grep -cE 'Test +#[0-9]+: ' "$detail/ctest.log") of $(cd build-gpu && ctest -N | sed -n 's/^Total Tests: //p')" >> "$summary"
+  grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$detail/ctest.log" | head -30 >> "$summary"
 fi
 
 if has speed; then
@@ -111,34 +140,6 @@ if has speed; then
         echo "- $method $model batch $batch: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
       done
     done
-  done
-fi
-
-if has nccl; then
-  echo >> "$summary"; echo "## One process through NCCL against alone (CUDA) and Gloo (CPU), 20 steps" >> "$summary"
-  launcher=(env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533)
-  for method in fm drifting; do
-    common=(train data.name=checkerboard method.name="$method" model.width=64 model.depth=2 train.steps=20
-            train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false)
-    run="$detail/runs/nccl-$method"; rm -rf "$run"-*
-    timeout 120 build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-alone" > "$run-alone.log" 2>&1
-    timeout 120 "${launcher[@]}" build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-nccl" > "$run-nccl.log" 2>&1
-    timeout 120 "${launcher[@]}" build-gpu/onestep "${common[@]}" train.device=cpu --out "$run-gloo" > "$run-gloo.log" 2>&1
-    python3 - "$run" "$method" >> "$summary" <<'PY'
-import json, sys
-run, method = sys.argv[1:]
-def losses(kind):
-    try:
-        return [json.loads(line)["loss"] for line in open(f"{run}-{kind}/metrics.jsonl") if '"loss"' in line]
-    except OSError:
-        return []
-alone, nccl, gloo = losses("alone"), losses("nccl"), losses("gloo")
-def gap(a, b):
-    return max((abs(x - y) / abs(y) for x, y in zip(a, b)), default=float("nan")) if len(a) == len(b) else "length differs"
-banner = open(f"{run}-nccl.log").read().count("1 process (nccl)")
-print(f"- {method}: steps alone/nccl/gloo {len(alone)}/{len(nccl)}/{len(gloo)}; 'nccl' in banner: {banner == 1}; "
-      f"largest relative loss gap nccl vs alone {gap(nccl, alone)}, nccl (CUDA) vs gloo (CPU) {gap(nccl, gloo)}")
-PY
   done
 fi
 

@@ -34,6 +34,15 @@
 using namespace onestep;
 using namespace onestep::testing_support;
 
+// Every test here runs its ranks on the CPU through Gloo. A LibTorch without gloo's headers (the
+// PyTorch wheel's) has NCCL alone, and one GPU holds one NCCL rank: scripts/gpu-check.sh checks
+// that path ("nccl" part), and these tests are skipped, saying why.
+#ifdef ONESTEP_WITH_GLOO
+#define SKIP_WITHOUT_GLOO()
+#else
+#define SKIP_WITHOUT_GLOO() GTEST_SKIP() << "this onestep was built without Gloo (gloo's headers, Debian: libgloo-dev)"
+#endif
+
 namespace {
 
 // Runs `body(group)` on two ranks, one thread each, with buckets of `bucket_bytes`.
@@ -66,6 +75,7 @@ int run_to_end(const std::string& args, const std::string& log_path) {
 }  // namespace
 
 TEST(ProcessGroupCollectives, SumInSmallBucketsBroadcastAndGather) {
+  SKIP_WITHOUT_GLOO();
   on_two_ranks(/*bucket_bytes=*/64, [](ProcessGroup& group) {
     const double r = group.rank();
     // 3 float tensors of 40, 8 and 100 bytes and a double one: several buckets, two dtypes.
@@ -88,6 +98,7 @@ TEST(ProcessGroupCollectives, SumInSmallBucketsBroadcastAndGather) {
 }
 
 TEST(ProcessGroupCollectives, AverageGradientsKeepsGradientsUndefinedOnEveryRankUndefined) {
+  SKIP_WITHOUT_GLOO();
   on_two_ranks(ProcessGroup::kBucketBytes, [](ProcessGroup& group) {
     const double r = group.rank();
     auto both = torch::zeros({3}, torch::requires_grad());
@@ -105,6 +116,7 @@ TEST(ProcessGroupCollectives, AverageGradientsKeepsGradientsUndefinedOnEveryRank
 class DataParallel : public TempFolderTest, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
+  SKIP_WITHOUT_GLOO();
   const std::string method = GetParam();
   const std::string common = "train " + onestep::testing_support::method_overrides(method) +
                              "data.name=8gaussians model.width=32 model.depth=2 train.batch_size=64 train.steps=8 "
@@ -151,6 +163,7 @@ TEST_P(DataParallel, TwoProcessesTakeTheStepsOfOneWithTheWholeBatch) {
 // averaged over the processes as the trainer does, is the gradient of one process holding the
 // whole step, and so is the loss (two ranks as threads, Gloo, a generator with a fixed output).
 TEST(DriftingOverProcesses, GatheredFieldGivesTheGradientOfTheWholeStep) {
+  SKIP_WITHOUT_GLOO();
   const int64_t n = 40, p = 60;
   auto gen = seeded(6);
   const auto generated = torch::randn({n, 2}, gen), positives = torch::randn({p, 2}, gen) + 0.5;
@@ -190,6 +203,7 @@ TEST(DriftingOverProcesses, GatheredFieldGivesTheGradientOfTheWholeStep) {
 class DriftingOverProcessesRun : public TempFolderTest {};
 
 TEST_F(DriftingOverProcessesRun, TwoProcessesTrainAndUnsplittableStepsAreRefused) {
+  SKIP_WITHOUT_GLOO();
   const std::string common = "train " + onestep::testing_support::method_overrides("drifting") +
                              "data.name=checkerboard model.width=32 model.depth=2 method.n_pos=64 method.n_neg=64 "
                              "train.steps=3 train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false ";
@@ -222,6 +236,7 @@ INSTANTIATE_TEST_SUITE_P(Registered, DataParallel, ::testing::ValuesIn(registere
 class Torchrun : public TempFolderTest {};
 
 TEST_F(Torchrun, RanksJoinTheStoreOfTheAgent) {
+  SKIP_WITHOUT_GLOO();
   // torchrun's agent serves the TCPStore itself and says so with TORCHELASTIC_USE_AGENT_STORE.
   c10d::TCPStoreOptions options;
   options.port = static_cast<uint16_t>(free_port());
@@ -249,6 +264,7 @@ TEST_F(Torchrun, RanksJoinTheStoreOfTheAgent) {
 class SharedEvaluation : public TempFolderTest {};
 
 TEST_F(SharedEvaluation, TwoProcessesScoreAsOneProcessDoes) {
+  SKIP_WITHOUT_GLOO();
   // 301 samples: slices of 150 and 151.
   ASSERT_EQ(run_to_end("launch -n 2 -- train data.name=8gaussians model.width=16 model.depth=2 train.steps=10 "
                        "train.log_every=5 train.sample_every=0 train.threads=1 eval.num=301 eval.nfe=1,2 --out " +
@@ -281,6 +297,7 @@ TEST_F(SharedEvaluation, TwoProcessesScoreAsOneProcessDoes) {
 class LaunchStop : public TempFolderTest {};
 
 TEST_F(LaunchStop, SigtermStopsEveryRankAndTheRunResumesExactly) {
+  SKIP_WITHOUT_GLOO();
   const std::string common = "train data.name=8gaussians model.width=16 model.depth=2 train.batch_size=64 "
                              "train.log_every=1 train.sample_every=0 train.threads=1 eval.at_end=false ";
   const pid_t launcher = spawn_onestep("launch -n 2 -- " + common + "train.steps=1000000 --out " + path("split"), {},
@@ -335,6 +352,7 @@ class DeadRank : public TempFolderTest {
 };
 
 TEST_F(DeadRank, AKilledRankStopsTheOtherWithinTheTimeout) {
+  SKIP_WITHOUT_GLOO();
   const auto [rank0, rank1] = start_two_ranks();
   kill(rank1, SIGKILL);
   EXPECT_EQ(wait_for_exit(rank1, std::chrono::seconds(10)), 128 + SIGKILL);
@@ -342,6 +360,7 @@ TEST_F(DeadRank, AKilledRankStopsTheOtherWithinTheTimeout) {
 }
 
 TEST_F(DeadRank, AHungRankStopsTheOtherWithinTheTimeout) {
+  SKIP_WITHOUT_GLOO();
   const auto [rank0, rank1] = start_two_ranks();
   kill(rank1, SIGSTOP);
   expect_survivor_stops(rank0, "rank0.log");
@@ -350,6 +369,7 @@ TEST_F(DeadRank, AHungRankStopsTheOtherWithinTheTimeout) {
 }
 
 TEST_F(Torchrun, OneLaunchedProcessTrainsThroughAGroupOfOne) {
+  SKIP_WITHOUT_GLOO();
   // `torchrun --nproc-per-node 1` sets WORLD_SIZE = 1: the process trains through a group of one
   // (Gloo here; NCCL on a GPU, the one-process check of scripts/gpu-check.sh) and takes exactly
   // the steps of a process started alone.

@@ -1,6 +1,9 @@
 // Drifting Models (spec §5, §6): the field is anti-symmetric (swapping positives and negatives
 // negates it) and vanishes for identical sets; a negative of weight w is w copies of it; the
-// production loss has gradient -2 V / N with respect to the generator output; the step's batch
+// production loss has gradient -2 V / N with respect to the generator output; on feature sets
+// each set's field is its own, the sets of the encoder have their closed forms, and the loss's
+// gradient goes through the encoder to the images (the encoder's weights get none); the feature
+// space follows the data and the committed encoder loads by its hash; the step's batch
 // has one group per class plus the CFG negatives; on 8gaussians a short run covers all 8 modes
 // with about equal mass at 1 NFE, also from a collapsed start (every output on one mode); the
 // default config trains (energy distance falls within a few hundred steps).
@@ -13,7 +16,9 @@
 #include "onestep/core/config.h"
 #include "onestep/data/dataset.h"
 #include "onestep/eval/point_metrics.h"
+#include "onestep/eval/feature_encoder.h"
 #include "onestep/methods/drifting.h"
+#include "onestep/train/checkpoint.h"
 #include "onestep/train/trainer.h"
 #include "test_support.h"
 
@@ -152,6 +157,121 @@ TEST(Drifting, LossGradientIsMinusTwoVOverN) {
   EXPECT_NEAR(out.loss.item<double>(), v.pow(2).sum(1).mean().item<double>(), 1e-5);
   EXPECT_EQ(out.parts.size(), 3u);
   EXPECT_TRUE(out.parts.count("raw_v2_tau0.05"));
+}
+
+TEST(Drifting, FieldOnFeatureSetsIsEachSetsOwnField) {
+  // B feature sets at once (weighted extra negatives, self-masking) = each set alone.
+  auto gen = seeded(21);
+  const int64_t b = 3, n = 12, p = 15, extra = 4;
+  const auto x = torch::randn({b, n, 5}, gen);
+  const auto positives = torch::randn({b, p, 5}, gen) + 0.3;
+  const auto negatives = torch::cat({x, torch::randn({b, extra, 5}, gen)}, 1);
+  const auto weights = torch::cat({torch::ones({n}), torch::full({extra}, 2.5)});
+  const auto all = drifting_field(x, positives, negatives, kTemperatures, weights, true);
+  ASSERT_EQ(all.v.sizes(), x.sizes());
+  for (int64_t i = 0; i < b; ++i) {
+    const auto one = drifting_field(x[i], positives[i], negatives[i], kTemperatures, weights, true);
+    EXPECT_TRUE(torch::allclose(all.v[i], one.v, 1e-5, 1e-6)) << "set " << i;
+  }
+}
+
+TEST(Drifting, FeatureSetsOfAnEncoderHaveTheirClosedForms) {
+  torch::manual_seed(2);
+  FeatureEncoder encoder(1);
+  auto gen = seeded(22);
+  const int64_t n = 3;
+  const auto x = torch::randn({n, 1, 8, 8}, gen);
+  const auto sets = drifting_feature_sets(x, encoder.get());
+  const std::map<std::string, torch::Tensor> by_name(sets.begin(), sets.end());
+  // raw; per map location, mean, std; patch 2 and 4 mean and std where they fit (8x8, 4x4, 2x2).
+  EXPECT_EQ(sets.size(), 1u + 3 * 3 + 4 + 4 + 2);
+  EXPECT_TRUE(torch::equal(by_name.at("raw"), x.reshape({n, 1, 64})));
+  EXPECT_EQ(drifting_feature_sets(x, nullptr).size(), 1u);
+  const auto maps = encoder->feature_maps(x);
+  for (size_t k = 0; k < maps.size(); ++k) {
+    const auto& m = maps[k];
+    const int64_t c = m.size(1), h = m.size(2), w = m.size(3);
+    const std::string name = "map" + std::to_string(k);
+    const auto& location = by_name.at(name + ".location");
+    ASSERT_EQ(location.sizes(), (std::vector<int64_t>{n, h * w, c}));
+    EXPECT_TRUE(torch::equal(location.select(1, w + 1), m.select(2, 1).select(2, 1)));
+    EXPECT_TRUE(torch::allclose(by_name.at(name + ".mean").squeeze(1), m.mean({2, 3}), 1e-5, 1e-6));
+    // Standard deviations as sqrt(variance + 1e-6) (differentiable where a variance is 0).
+    const auto stdev = [](const torch::Tensor& t, std::vector<int64_t> dims) {
+      return (t.var(dims, /*unbiased=*/false) + 1e-6).sqrt();
+    };
+    EXPECT_TRUE(torch::allclose(by_name.at(name + ".std").squeeze(1), stdev(m, {2, 3}), 1e-4, 1e-4));
+    for (const int64_t patch : {2, 4}) {
+      const std::string patch_name = name + ".patch" + std::to_string(patch);
+      if (h < patch) {
+        EXPECT_EQ(by_name.count(patch_name + ".mean"), 0u);
+        continue;
+      }
+      // Blocks by reshaping: N x C x h/k x k x w/k x k.
+      const auto blocks = m.reshape({n, c, h / patch, patch, w / patch, patch});
+      const auto as_sets = [](const torch::Tensor& t) { return t.flatten(2).transpose(1, 2); };
+      EXPECT_TRUE(torch::allclose(by_name.at(patch_name + ".mean"), as_sets(blocks.mean({3, 5})), 1e-5, 1e-6));
+      EXPECT_TRUE(torch::allclose(by_name.at(patch_name + ".std"), as_sets(stdev(blocks, {3, 5})), 1e-4, 1e-4));
+    }
+  }
+}
+
+TEST(Drifting, FeatureLossGradientGoesThroughTheEncoder) {
+  // With an encoder the loss is sum_f mean_i mean_F ||phi_f(x_i) - sg(phi_f(x_i) + V_fi)||^2, so
+  // its gradient with respect to the generator output is -2 sum_f J_f^T V_f / (N F_f): built
+  // here from the feature sets, each set's field and vector-Jacobian products.
+  const int64_t n = 6;
+  auto method = make_drifting({"method.n_neg=6", "method.feature_space=encoder"});
+  auto gen = seeded(23);
+  auto net = std::make_shared<FixedOutput>(torch::randn({n, 1, 8, 8}, gen));
+  ModuleSet modules;
+  modules.add("net", net);
+  torch::manual_seed(3);
+  auto encoder = std::make_shared<FeatureEncoderImpl>(1);
+  for (auto& p : encoder->parameters()) p.set_requires_grad(false);
+  const FrozenModules frozen = {{"encoder", encoder}};
+  const Batch batch{torch::randn({9, 1, 8, 8}, gen), {}};
+  const auto out = method.loss({modules, nullptr, &frozen, gen}, batch);
+  out.loss.backward();
+
+  const auto x = net->out.detach().clone().requires_grad_(true);
+  const auto sets = drifting_feature_sets(x, encoder.get());
+  std::vector<std::pair<std::string, torch::Tensor>> positive_sets;
+  {
+    torch::NoGradGuard no_grad;
+    positive_sets = drifting_feature_sets(batch.x, encoder.get());
+  }
+  auto dot = torch::zeros({});
+  for (size_t f = 0; f < sets.size(); ++f) {
+    const auto features = sets[f].second.detach().transpose(0, 1);
+    const auto v = drifting_field(features, positive_sets[f].second.transpose(0, 1), features, kTemperatures, {}, true)
+                       .v.transpose(0, 1);
+    dot = dot + (sets[f].second * v).sum() / static_cast<double>(n * sets[f].second.size(1));
+  }
+  const auto expected = -2.0 * torch::autograd::grad({dot}, {x})[0];
+  EXPECT_GT(expected.abs().max().item<double>(), 0);
+  EXPECT_TRUE(torch::allclose(net->out.grad(), expected, 1e-4, 1e-7)) << (net->out.grad() - expected).abs().max();
+  for (const auto& p : encoder->parameters()) EXPECT_FALSE(p.grad().defined());
+}
+
+TEST(Drifting, FeatureSpaceFollowsTheDataAndTheShippedEncoderLoads) {
+  const auto drifting = [](const std::string& space) { return make_drifting({"method.feature_space=" + space}); };
+  const DataInfo points{{2}, 0, 1.0}, fashion{{1, 28, 28}, 10, 0.5}, other{{3, 32, 32}, 0, 0.5};
+  EXPECT_TRUE(drifting("auto").frozen_modules(points).empty());
+  EXPECT_TRUE(drifting("raw").frozen_modules(fashion).empty());
+  EXPECT_TRUE(testing_support::contains(user_error_message([&] { drifting("encoder").frozen_modules(points); }),
+                                        "needs image data"));
+  EXPECT_TRUE(testing_support::contains(user_error_message([&] { drifting("auto").frozen_modules(other); }),
+                                        "onestep encoder train"));
+  const auto own = make_drifting({"method.encoder=mine.safetensors"});
+  EXPECT_TRUE(testing_support::contains(user_error_message([&] { own.frozen_modules(other); }), "encoder_sha256"));
+  // The committed encoder passes its hash check and builds for 1 x 28 x 28 images.
+  const auto specs = drifting("auto").frozen_modules(fashion);
+  ASSERT_EQ(specs.size(), 1u);
+  const auto encoder = std::dynamic_pointer_cast<FeatureEncoderImpl>(load_frozen_module(specs[0]));
+  ASSERT_TRUE(encoder);
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(encoder->feature_maps(torch::zeros({2, 1, 28, 28})).back().sizes(), (std::vector<int64_t>{2, 128, 7, 7}));
 }
 
 TEST(Drifting, BatchHasOneGroupPerClassAndTheCfgNegatives) {

@@ -3,13 +3,15 @@
 // context): output shapes on 8x8, 28x28 and 32x32 data; forward-mode JVPs along every
 // continuous input against central finite differences (float64, relative error < 1e-6) and
 // against the double-backward JVP; the gradient through the tangent agrees between the two
-// modes; parameter gradients exist and are finite; an undefined label is the null label; the
+// modes; parameter gradients exist and are finite, also under bf16 autocast; an undefined label
+// is the null label; the
 // output initialisations (zero, scaled to the data). Also the registry's checks of options
 // against the data's shape, and the plain-function JVP. Zero-initialised layers (adaLN-zero,
 // residual output convs) are filled with small random values first, so that every weight
 // influences the output.
 #include <gtest/gtest.h>
 
+#include "onestep/core/compat.h"
 #include "onestep/core/config.h"
 #include "onestep/core/registry.h"
 #include "onestep/methods/jvp.h"
@@ -237,6 +239,33 @@ TEST(Networks, ParameterGradientsAreDefinedAndFinite) {
         total += p.grad().abs().sum().item<double>();
       }
       EXPECT_GT(total, 0) << variant.label();
+    }
+  }
+}
+
+TEST(Networks, TrainUnderBf16AutocastOnTheCpu) {
+  // train.precision = bf16: a float32 network under CPU autocast gives a finite output of the
+  // right shape and float32 parameter gradients (LibTorch 1.13's CPU autocast hands group_norm
+  // bfloat16 inputs, which the U-Net casts back).
+  const auto spec = spec_of({1, 8, 8}, 3, 1, 2);
+  for (const auto& variant : variants()) {
+    auto net = make_net(variant, spec);
+    net->to(torch::kFloat);
+    auto in = make_inputs(spec, 4);
+    for (auto field : {&NetInput::z, &NetInput::t, &NetInput::h, &NetInput::extra, &NetInput::context})
+      if ((in.value.*field).defined()) in.value.*field = (in.value.*field).to(torch::kFloat);
+    torch::Tensor out;
+    {
+      const compat::AutocastScope bf16(c10::DeviceType::CPU, true);
+      out = net->forward(in.value);
+    }
+    EXPECT_EQ(out.sizes(), in.value.z.sizes()) << variant.label();
+    EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << variant.label();
+    (out.to(torch::kFloat) - in.value.z).square().mean().backward();
+    for (const auto& p : net->parameters()) {
+      if (p.grad().defined()) {
+        EXPECT_EQ(p.grad().scalar_type(), torch::kFloat) << variant.label();
+      }
     }
   }
 }

@@ -1,7 +1,8 @@
 // The Python twin (bench/python) against `onestep bench`: for the toy MLP (plain, and residual
 // with Fourier features), the U-Net and the DiT, under fm and meanflow, the twin built from
 // onestep's report has exactly onestep's parameter count, runs two training steps, and its
-// step-0 loss is within 20% of onestep's (initialisations and random streams differ); the twin
+// step-0 loss is within 20% of onestep's (initialisations and random streams differ), also
+// under bf16 autocast (train.precision); the twin
 // pairs noise with data as drawn, so the shipped toy config runs with method.coupling=independent. Needs
 // Debian's python3-torch (scripts/packages.txt); skipped where $PYTHON (default /usr/bin/python3)
 // cannot import torch.
@@ -74,7 +75,12 @@ INSTANTIATE_TEST_SUITE_P(
                       TwinCase{"UnetFm", shipped("fmnist/fm.toml", kSmallUnet)},
                       TwinCase{"UnetMeanFlow", shipped("fmnist/meanflow.toml", kSmallUnet)},
                       TwinCase{"DitFm", kSmallDit + " method.name=fm"},
-                      TwinCase{"DitMeanFlow", kSmallDit + kGuidedMeanFlow}),
+                      TwinCase{"DitMeanFlow", kSmallDit + kGuidedMeanFlow},
+                      // bf16 autocast on both sides, the JVP in float32 (with the model's tangent).
+                      TwinCase{"ResidualFourierMlpMeanFlowBf16",
+                               shipped("toy/meanflow-checkerboard.toml",
+                                       "model.width=32 method.coupling=independent train.precision=bf16")},
+                      TwinCase{"UnetFmBf16", shipped("fmnist/fm.toml", kSmallUnet + " train.precision=bf16")}),
     [](const ::testing::TestParamInfo<TwinCase>& info) { return info.param.name; });
 
 }  // namespace

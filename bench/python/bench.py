@@ -4,6 +4,7 @@ a fully resolved onestep config in plain PyTorch (nets.py, methods.py, training.
 and prints the same JSON keys as `onestep bench`, with "tool": "python-twin".
 
     python3 bench/python/bench.py --from-onestep REPORT.json [--warmup N] [--iters N] [--json FILE]
+                                  [--profile FILE]
     python3 bench/python/bench.py -c RUN/config.toml [section.key=value ...]
 
 The config must be fully resolved (every key written out): the "config" of an `onestep bench`
@@ -94,6 +95,25 @@ def peak_memory(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "cpu_peak_rss"
 
 
+def profile_steps(train_step, iters, device, path):
+    """Runs `iters` training steps under torch.profiler, writes its operator table to `path` and
+    returns the GPU kernel time per step in milliseconds (0 on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            train_step()
+        synchronize(device)
+    events = prof.key_averages()
+    # PyTorch 2.x names the device times self_device_time_total, 1.13 self_cuda_time_total.
+    key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+    with open(path, "w") as f:
+        f.write(events.table(sort_by=key, row_limit=25))
+    # The kernels' own rows; older profilers attribute them to the launching operators instead.
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA] or events
+    return sum(getattr(e, key) for e in kernels) / 1000.0 / iters
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -104,6 +124,9 @@ def main():
     parser.add_argument("--iters", type=int, help="timed repetitions; the report gives their median "
                         "(default: the onestep report's)")
     parser.add_argument("--json", help="write the report to this file instead of stdout")
+    parser.add_argument("--profile", help="after the timed steps, run --iters more under torch.profiler and "
+                        "write its table of operators, by device time, to this file; the report gains "
+                        "profile_kernel_ms_per_step (GPU kernel time per step; 0 on the CPU)")
     parser.add_argument("overrides", nargs="*", help="config overrides section.key=value")
     try:
         args = parser.parse_args()
@@ -129,6 +152,7 @@ def main():
              "networks: mlp, unet, dit)")
     threads = train["threads"] or os.cpu_count()
     torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = train["tf32"]
     device_name = train["device"]
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -167,6 +191,8 @@ def main():
     report["train_step_ms"] = step_ms
     report["train_samples_per_s"] = batch / (step_ms / 1000.0)
     report["peak_memory_mib"], report["peak_memory_kind"] = peak_memory(device)
+    if args.profile:
+        report["profile_kernel_ms_per_step"] = profile_steps(train_step, args.iters, device, args.profile)
 
     sampler_net = state.ema.shadow
     sampler_net.eval()

@@ -2,7 +2,8 @@
 (src/onestep/methods/linear_path.cpp, flow_matching.cpp, meanflow.cpp, jvp.cpp): every random
 draw from the run's CPU generator, then moved to the device; MeanFlow's du/dt by forward-mode
 AD with dual tensors (torch.autograd.forward_ad, onestep's default method.jvp = "forward"; the
-same API on PyTorch 1.13 and 2.x), the tangent detached, CFG folded into the target."""
+same API on PyTorch 1.13 and 2.x) and in float32 under bf16 autocast, as onestep's jvp.cpp, the
+tangent detached, CFG folded into the target."""
 import torch
 from torch.autograd import forward_ad
 
@@ -133,8 +134,8 @@ class MeanFlow:
         tangent = v
         if self.model_tangent:
             with torch.no_grad():
-                tangent = net(z_t, t, torch.zeros_like(t), c)
-        with forward_ad.dual_level():
+                tangent = net(z_t, t, torch.zeros_like(t), c).to(v.dtype)
+        with torch.autocast(x.device.type, enabled=False), forward_ad.dual_level():
             out = net(forward_ad.make_dual(z_t, tangent), forward_ad.make_dual(t, torch.ones_like(t)),
                       forward_ad.make_dual(h, torch.ones_like(h)), c)
             u, du_dt = forward_ad.unpack_dual(out)

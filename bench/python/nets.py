@@ -120,11 +120,19 @@ class Mlp(nn.Module):
         return self.output(a).reshape(batch, *self.shape)
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm with a bfloat16 input (from autocast) first cast to the weights' dtype, as
+    onestep's unet.cpp does: PyTorch 1.13's CPU autocast passes bfloat16 on to group_norm."""
+
+    def forward(self, x):
+        return super().forward(x.to(self.weight.dtype) if x.dtype == torch.bfloat16 else x)
+
+
 def group_norm(channels):
     groups = min(32, channels)
     while channels % groups != 0:
         groups -= 1
-    return nn.GroupNorm(groups, channels)
+    return GroupNorm(groups, channels)
 
 
 def conv(cin, cout, kernel, stride=1):

@@ -1,7 +1,8 @@
 """The Python twin's training step, as onestep's TrainingState::step and train/optimizer.cpp,
-ema.cpp do it: the loss, its value on the host, zero_grad (zeroing existing gradients),
-backward, global-norm clipping with a host sync, Adam written out per parameter with bias
-correction, the learning-rate schedule, and an EMA by lerp_."""
+ema.cpp do it: the loss (under bf16 autocast with train.precision = bf16), its value on the
+host, zero_grad (zeroing existing gradients), backward, global-norm clipping with a host sync,
+Adam written out per parameter with bias correction, the learning-rate schedule, and an EMA by
+lerp_."""
 import math
 
 import torch
@@ -91,13 +92,15 @@ class TrainingState:
                               train["optimizer"] == "adamw")
         self.gen = torch.Generator().manual_seed(train["seed"])
         self.batch_size, self.grad_clip = train["batch_size"], train["grad_clip"]
+        self.bf16 = train["precision"] == "bf16"
 
     def step(self, step):
         """Returns the loss; a non-finite loss or gradient skips the update (loss returned)."""
         x, y = self.data.train_batch(self.batch_size, self.gen)
         x = x.to(self.device)
         y = y.to(self.device) if y is not None else None
-        out, _parts = self.method.loss(self.net, self.null, x, y, self.gen)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out, _parts = self.method.loss(self.net, self.null, x, y, self.gen)
         loss = out.item()
         if not math.isfinite(loss):
             return loss

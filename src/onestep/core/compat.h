@@ -106,6 +106,11 @@ class AutocastScope {
 #endif
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#endif
 #if __has_include(<gloo/algorithm.h>)
 #define ONESTEP_WITH_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>

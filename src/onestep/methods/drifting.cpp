@@ -23,6 +23,20 @@ namespace {
 // exp(-1e4 / tau) = 0 in float32 at every temperature.
 constexpr double kMaskedDistance = 1e4;
 
+// The shipped feature encoder for 1 x 28 x 28 images (encoders/README.md says how it was made).
+const std::vector<int64_t> kShippedEncoderShape = {1, 28, 28};
+constexpr const char* kShippedEncoderSha256 = "72754cdbb31550df053ba7bde537212069002afc890e1331cb0651c95e4c85e7";
+
+std::string shipped_encoder_path() { return std::string(ONESTEP_ENCODER_DIR) + "/fashion-mnist.safetensors"; }
+
+// Square roots of variances, kept differentiable where a variance is 0.
+torch::Tensor standard_deviation(const torch::Tensor& mean_of_squares, const torch::Tensor& mean) {
+  return (mean_of_squares - mean.square()).clamp_min(0).add(1e-6).sqrt();
+}
+
+// N x C x h x w -> N x (h w) x C.
+torch::Tensor locations(const torch::Tensor& map) { return map.flatten(2).transpose(1, 2); }
+
 }  // namespace
 
 const OptionSchema<DriftingOptions>& DriftingOptions::schema() {
@@ -47,7 +61,15 @@ const OptionSchema<DriftingOptions>& DriftingOptions::schema() {
           .add("attraction_scale", &DriftingOptions::attraction_scale, 0, 100,
                "drifting: ablation, attraction multiplied by this (1: the anti-symmetric field)")
           .add("repulsion_scale", &DriftingOptions::repulsion_scale, 0, 100,
-               "drifting: ablation, repulsion multiplied by this (0: attraction only; 1: the field)");
+               "drifting: ablation, repulsion multiplied by this (0: attraction only; 1: the field)")
+          .add("feature_space", &DriftingOptions::feature_space, {"auto", "raw", "encoder"},
+               "drifting: where the field is computed: raw samples, or a frozen encoder's multi-scale features "
+               "plus raw pixels (auto: encoder for images, raw for points)")
+          .add("encoder", &DriftingOptions::encoder, {},
+               "drifting: feature encoder weights from `onestep encoder train` (empty: the shipped Fashion-MNIST one "
+               "for 1x28x28 images)")
+          .add("encoder_sha256", &DriftingOptions::encoder_sha256, {},
+               "drifting: expected SHA-256 of method.encoder (empty: the shipped file's)");
   return schema;
 }
 
@@ -83,37 +105,46 @@ DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positi
                              const std::vector<double>& temperatures, const torch::Tensor& negative_weights,
                              bool mask_self, double attraction_scale, double repulsion_scale) {
   torch::NoGradGuard no_grad;
-  const int64_t n = x.size(0), p = positives.size(0), m = negatives.size(0);
-  const auto xs = x.detach().to(torch::kFloat).reshape({n, -1});
-  const int64_t c = xs.size(1);
-  const auto pos = positives.detach().to(xs.options()).reshape({p, c});
-  const auto neg = negatives.detach().to(xs.options()).reshape({m, c});
+  // Everything below works on B feature sets at once (B x rows x C); a sample-major input is
+  // the one set of its rows flattened.
+  const bool sets = x.dim() == 3;
+  const auto as_sets = [&](const torch::Tensor& t) {
+    const auto flat = t.detach().to(torch::kFloat);
+    return sets ? flat : flat.reshape({1, t.size(0), -1});
+  };
+  const auto xs = as_sets(x);
+  const auto pos = as_sets(positives).to(xs.device());
+  const auto neg = as_sets(negatives).to(xs.device());
+  const int64_t b = xs.size(0), n = xs.size(1), c = xs.size(2), p = pos.size(1), m = neg.size(1);
+  if (pos.size(0) != b || neg.size(0) != b || pos.size(2) != c || neg.size(2) != c)
+    throw std::invalid_argument("drifting_field: x, positives and negatives differ in feature sets or dimension");
   if (mask_self && m < n)
     throw std::invalid_argument("drifting_field: mask_self needs the generated samples as the first negatives");
   // Targets: negatives, then positives; a weight per target (multiplicity).
-  const auto targets = torch::cat({neg, pos}, 0);
+  const auto targets = torch::cat({neg, pos}, 1);
   auto weights = torch::ones({m + p}, xs.options());
   if (negative_weights.defined()) weights.slice(0, 0, m).copy_(negative_weights.to(xs.options()).reshape({m}));
   // Unsquared distances, computed directly (not through |x|^2 + |y|^2 - 2xy, which loses
   // precision for close points).
   auto distance = torch::cdist(xs, targets, 2.0, /*compute_mode=*/2);
-  auto counted = weights.unsqueeze(0).expand({n, m + p}).clone();
+  auto counted = weights.expand({n, m + p}).clone();
   torch::Tensor self_mask;
   if (mask_self) {
     self_mask = torch::zeros({n, m + p}, xs.options());
     self_mask.slice(1, 0, n).diagonal().fill_(1.0);
     counted = counted * (1 - self_mask);
   }
-  // Scale coordinates so that the (weighted) mean distance is sqrt(C): distances become d / mean.
-  const auto mean_distance = (distance * counted).sum() / counted.sum();
-  const auto scale = std::sqrt(static_cast<double>(c)) / mean_distance.clamp_min(1e-30);
-  auto normalised = distance / mean_distance.clamp_min(1e-30);
+  // Per set, scale coordinates so that the (weighted) mean distance is sqrt(C): distances
+  // become d / mean.
+  const auto mean_distance = ((distance * counted).sum({1, 2}, true) / counted.sum()).clamp_min(1e-30);
+  const auto scale = std::sqrt(static_cast<double>(c)) / mean_distance;
+  auto normalised = distance / mean_distance;
   if (mask_self) normalised = normalised + self_mask * kMaskedDistance;
   const auto x_scaled = xs * scale;
   const auto pos_scaled = pos * scale;
   const auto neg_scaled = neg * scale;
   const bool weighted = negative_weights.defined();
-  const auto log_weights = weights.log().unsqueeze(0);  // -inf for weight 0
+  const auto log_weights = weights.log();  // -inf for weight 0
 
   // Per temperature, with l = -d / tau, row softmax R (over targets, weighted: l + log w) and
   // column softmax K (over x): A = sqrt(R K) sqrt(w) = exp(l + log w - lse_row / 2 - lse_col / 2),
@@ -124,19 +155,19 @@ DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positi
   out.v = torch::zeros_like(xs);
   for (const double tau : temperatures) {
     auto logits = normalised * (-1.0 / tau);
-    const auto lse_row = torch::logsumexp(weighted ? logits + log_weights : logits, 1, true);
-    auto column_term = torch::logsumexp(logits, 0, true).mul_(0.5);
+    const auto lse_row = torch::logsumexp(weighted ? logits + log_weights : logits, 2, true);
+    auto column_term = torch::logsumexp(logits, 1, true).mul_(0.5);
     if (weighted) column_term.sub_(log_weights);
     auto& a = logits.sub_(lse_row.mul(0.5)).sub_(column_term).exp_();
-    const auto a_neg = a.slice(1, 0, m), a_pos = a.slice(1, m, m + p);
-    const auto s_pos = a_pos.sum(1, true), s_neg = a_neg.sum(1, true);
-    const auto attraction = s_neg * (a_pos.mm(pos_scaled) - s_pos * x_scaled);
-    const auto repulsion = s_pos * (a_neg.mm(neg_scaled) - s_neg * x_scaled);
+    const auto a_neg = a.slice(2, 0, m), a_pos = a.slice(2, m, m + p);
+    const auto s_pos = a_pos.sum(2, true), s_neg = a_neg.sum(2, true);
+    const auto attraction = s_neg * (a_pos.bmm(pos_scaled) - s_pos * x_scaled);
+    const auto repulsion = s_pos * (a_neg.bmm(neg_scaled) - s_neg * x_scaled);
     const auto v = attraction_scale == 1.0 && repulsion_scale == 1.0
                        ? attraction - repulsion
                        : attraction_scale * attraction - repulsion_scale * repulsion;
-    out.raw_squared_norms.push_back(v.pow(2).sum(1).mean().item<double>());
-    const auto rms = v.pow(2).mean().sqrt();
+    out.raw_squared_norms.push_back(v.pow(2).sum(2).mean().item<double>());
+    const auto rms = v.pow(2).mean({1, 2}, true).sqrt();
     out.v += v / rms.clamp_min(1e-30);
   }
   out.v = out.v.reshape(x.sizes());
@@ -186,6 +217,56 @@ void Drifting::set_process_share(ProcessShare share) {
                       ": drifting on unlabelled data splits a step's samples over the processes, so it must be a "
                       "multiple of the " + std::to_string(share.size) + " processes");
   share_ = std::move(share);
+}
+
+bool Drifting::uses_encoder(const DataInfo& data) const {
+  const bool images = data.sample_shape.size() == 3;
+  if (options_.feature_space == "encoder" && !images)
+    throw UserError("config: method.feature_space = 'encoder' needs image data (C x H x W); this data has samples "
+                    "of shape " + c10::str(data.sample_shape) + ": set method.feature_space = raw");
+  return options_.feature_space == "encoder" || (options_.feature_space == "auto" && images);
+}
+
+std::vector<FrozenModuleSpec> Drifting::frozen_modules(const DataInfo& data) const {
+  if (!uses_encoder(data)) return {};
+  std::string path = options_.encoder, sha256 = options_.encoder_sha256;
+  if (path.empty()) {
+    if (data.sample_shape != kShippedEncoderShape)
+      throw UserError("config: drifting on images of shape " + c10::str(data.sample_shape) +
+                      " computes its field on a feature encoder's maps, and onestep ships one for 1x28x28 images "
+                      "only: train one (onestep encoder train --out FILE data.name=...) and set method.encoder = FILE "
+                      "and method.encoder_sha256, or set method.feature_space = raw");
+    path = shipped_encoder_path();
+    if (sha256.empty()) sha256 = kShippedEncoderSha256;
+  }
+  if (sha256.empty())
+    throw UserError("config: method.encoder = '" + path + "' needs method.encoder_sha256 (sha256sum prints it)");
+  const int64_t channels = data.sample_shape[0];
+  return {{"encoder", path, sha256, [channels] { return std::make_shared<FeatureEncoderImpl>(channels); }}};
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> drifting_feature_sets(const torch::Tensor& x,
+                                                                         FeatureEncoderImpl* encoder) {
+  std::vector<std::pair<std::string, torch::Tensor>> sets = {{"raw", x.flatten(1).unsqueeze(1)}};
+  if (encoder == nullptr) return sets;
+  const auto maps = encoder->feature_maps(x);
+  for (size_t k = 0; k < maps.size(); ++k) {
+    const auto map = maps[k].to(torch::kFloat);  // the statistics in float32, also under bf16 autocast
+    const std::string name = "map" + std::to_string(k);
+    const auto mean = map.mean({2, 3}), squares = map.square().mean({2, 3});
+    sets.emplace_back(name + ".location", locations(map));
+    sets.emplace_back(name + ".mean", mean.unsqueeze(1));
+    sets.emplace_back(name + ".std", standard_deviation(squares, mean).unsqueeze(1));
+    for (const int64_t patch : {2, 4}) {
+      if (map.size(2) < patch || map.size(3) < patch) continue;
+      const auto patch_mean = torch::avg_pool2d(map, patch);
+      const auto patch_squares = torch::avg_pool2d(map.square(), patch);
+      const std::string patch_name = name + ".patch" + std::to_string(patch);
+      sets.emplace_back(patch_name + ".mean", locations(patch_mean));
+      sets.emplace_back(patch_name + ".std", locations(standard_deviation(patch_squares, patch_mean)));
+    }
+  }
+  return sets;
 }
 
 Batch Drifting::training_batch(Dataset& dataset, int64_t batch_size, torch::Generator& gen) const {
@@ -279,36 +360,64 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
   }
   const auto x = net.forward(input).to(torch::kFloat);
 
+  // The feature sets of the generated samples (differentiable), of the positives and of the CFG
+  // negatives (without gradient), each rows x F x D.
+  FeatureEncoderImpl* encoder = nullptr;
+  if (context.frozen != nullptr && context.frozen->count("encoder") > 0)
+    encoder = dynamic_cast<FeatureEncoderImpl*>(context.frozen->at("encoder").get());
+  const auto sets = drifting_feature_sets(x, encoder);
+  std::vector<torch::Tensor> positive_sets, unconditional_sets;
+  {
+    torch::NoGradGuard no_grad;
+    const auto features = [&](const torch::Tensor& samples) {
+      std::vector<torch::Tensor> out;
+      for (auto& [name, set] : drifting_feature_sets(samples.to(torch::kFloat), encoder)) out.push_back(set);
+      return out;
+    };
+    positive_sets = features(torch::cat(positives));
+    if (unconditional.defined()) unconditional_sets = features(unconditional);
+  }
+  std::vector<int64_t> positive_starts = {0};
+  for (const auto& group : positives) positive_starts.push_back(positive_starts.back() + group.size(0));
+
   // The field (distances, kernels, normalisations) is computed in float32, also in bf16 training.
   const compat::AutocastScope float32(device.type(), /*enabled=*/false);
-  const auto generated = x.detach().flatten(1);
-  auto v = torch::empty_like(generated);
   std::vector<double> raw(temperatures_.size(), 0.0);
   const bool guided = labelled && options_.n_unc > 0 && unconditional.defined();
-  for (int64_t g = 0; g < groups; ++g) {
-    const auto own = generated.slice(0, g * n_neg, (g + 1) * n_neg);
-    torch::Tensor negatives = own, weights;
-    if (guided) {
-      const auto extra = unconditional.slice(0, g * options_.n_unc, (g + 1) * options_.n_unc).flatten(1);
-      const double a = alpha[g].item<double>();
-      const double w = (a - 1) * static_cast<double>(n_neg - 1) / static_cast<double>(extra.size(0));
-      negatives = torch::cat({own, extra.to(own.options())});
-      weights = torch::cat({torch::ones({n_neg}, own.options()), torch::full({extra.size(0)}, w, own.options())});
-    }
-    auto field_x = own, field_positives = positives[g].flatten(1);
-    if (gathered) {  // the whole step's samples; this process's rows are those from rank * n_neg
-      field_x = negatives = share_.gather(own);
-      field_positives = share_.gather(field_positives);
-    }
-    const auto field = drifting_field(field_x, field_positives, negatives, temperatures_, weights, true,
-                                      options_.attraction_scale, options_.repulsion_scale);
-    v.slice(0, g * n_neg, (g + 1) * n_neg)
-        .copy_(gathered ? field.v.slice(0, share_.rank * n_neg, (share_.rank + 1) * n_neg) : field.v);
-    for (size_t i = 0; i < raw.size(); ++i) raw[i] += field.raw_squared_norms[i] / static_cast<double>(groups);
-  }
-  const auto target = (x.detach() + v.view_as(x).to(x.dtype())).detach();
+  const double fields = static_cast<double>(groups * sets.size());
   LossOutput out;
-  out.loss = (x - target).pow(2).flatten(1).sum(1).mean();
+  out.loss = torch::zeros({}, x.options());
+  for (size_t f = 0; f < sets.size(); ++f) {
+    const auto generated = sets[f].second.detach();  // total x F x D
+    auto v = torch::empty_like(generated);
+    for (int64_t g = 0; g < groups; ++g) {
+      // One field per feature: F x rows x D.
+      const auto own = generated.slice(0, g * n_neg, (g + 1) * n_neg);
+      torch::Tensor negatives = own, weights;
+      if (guided) {
+        const auto extra = unconditional_sets[f].slice(0, g * options_.n_unc, (g + 1) * options_.n_unc);
+        const double a = alpha[g].item<double>();
+        const double w = (a - 1) * static_cast<double>(n_neg - 1) / static_cast<double>(extra.size(0));
+        negatives = torch::cat({own, extra.to(own.options())});
+        weights = torch::cat({torch::ones({n_neg}, own.options()), torch::full({extra.size(0)}, w, own.options())});
+      }
+      auto field_x = own, field_positives = positive_sets[f].slice(0, positive_starts[g], positive_starts[g + 1]);
+      if (gathered) {  // the whole step's samples; this process's rows are those from rank * n_neg
+        field_x = negatives = share_.gather(own);
+        field_positives = share_.gather(field_positives);
+      }
+      const auto field = drifting_field(field_x.transpose(0, 1), field_positives.transpose(0, 1).to(own.options()),
+                                        negatives.transpose(0, 1), temperatures_, weights, true,
+                                        options_.attraction_scale, options_.repulsion_scale);
+      const auto rows = field.v.transpose(0, 1);
+      v.slice(0, g * n_neg, (g + 1) * n_neg)
+          .copy_(gathered ? rows.slice(0, share_.rank * n_neg, (share_.rank + 1) * n_neg) : rows);
+      for (size_t i = 0; i < raw.size(); ++i) raw[i] += field.raw_squared_norms[i] / fields;
+    }
+    const auto& features = sets[f].second;
+    const auto target = (features.detach() + v.to(features.dtype())).detach();
+    out.loss = out.loss + (features - target).pow(2).sum(2).mean(1).mean();
+  }
   for (size_t i = 0; i < raw.size(); ++i)
     out.parts["raw_v2_tau" + format_number(temperatures_[i])] = torch::tensor(raw[i], torch::kDouble);
   return out;

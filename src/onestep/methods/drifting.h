@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "onestep/core/options.h"
+#include "onestep/eval/feature_encoder.h"
 #include "onestep/methods/method.h"
 
 namespace onestep {
@@ -27,6 +28,9 @@ struct DriftingOptions {
   double attraction_scale = 1.0;      // ablation: V = a * attraction - r * repulsion (1, 1: the field)
   double repulsion_scale = 1.0;
   std::string output_init = "data-scale";  // or "default" (the framework's initialisation)
+  std::string feature_space = "auto";  // raw | encoder | auto (encoder for images, raw for points)
+  std::string encoder;                 // weights of `onestep encoder train` ("": the shipped one)
+  std::string encoder_sha256;          // their expected SHA-256 ("": the shipped file's)
   static const OptionSchema<DriftingOptions>& schema();
 };
 
@@ -38,8 +42,10 @@ struct DriftingField {
                                           // normalisation, in the scaled coordinates
 };
 
-// The drifting field on generated samples x (N x C, flattened) from positives (P x C) and
-// negatives (M x C), all without gradient and in float32:
+// The drifting field on generated samples x (N x C, or N x ... flattened) from positives (P x
+// C) and negatives (M x C), all without gradient and in float32; or, with 3-D inputs, on B
+// feature sets at once (x: B x N x C, positives B x P x C, negatives B x M x C), each set's
+// field computed independently (its own distance scale and normalisation):
 //  - distances to every target (negatives then positives); all coordinates scaled so that the
 //    mean distance is sqrt(C), i.e. distances divided by their (weighted) mean; with
 //    `mask_self`, negatives[i] is x[i] for i < N and that distance is masked;
@@ -56,6 +62,14 @@ DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positi
                              const std::vector<double>& temperatures, const torch::Tensor& negative_weights = {},
                              bool mask_self = false, double attraction_scale = 1.0,
                              double repulsion_scale = 1.0);
+
+// The feature sets the field is computed on for a batch of samples, each N x F x D (F features
+// of D dimensions per sample, each feature its own field): the raw samples flattened (F = 1);
+// with an encoder, also for each of its feature maps (C x h x w) every location (F = h w,
+// D = C), the global mean and std over locations (F = 1), and the mean and std of each 2x2 and
+// 4x4 patch (F = h w / 4, h w / 16; patches that fit). Differentiable in `x`.
+std::vector<std::pair<std::string, torch::Tensor>> drifting_feature_sets(const torch::Tensor& x,
+                                                                         FeatureEncoderImpl* encoder);
 
 // "0.02,0.05,0.2" -> {0.02, 0.05, 0.2}; throws UserError naming `key` for an empty list or a
 // value that is not a positive finite number.
@@ -79,8 +93,10 @@ class Drifting : public Method {
   // samples and the positives of a class are its whole queue (the queue is not checkpointed:
   // a resumed run starts with empty queues, so resume is exact only with queue_size = 0).
   Batch training_batch(Dataset& dataset, int64_t batch_size, torch::Generator& gen) const override;
-  // n_neg generated samples per group, V per group, loss mean_i ||x_i - sg(x_i + V_i)||^2; parts
-  // raw_v2_tau<tau>: the raw ||V_tau||^2 before normalisation (mean over the step's groups).
+  // n_neg generated samples per group, V per group and feature set (drifting_feature_sets), loss
+  // sum over sets of mean_i mean_f ||phi_f(x_i) - sg(phi_f(x_i) + V_if)||^2 (raw samples alone:
+  // mean_i ||x_i - sg(x_i + V_i)||^2); parts raw_v2_tau<tau>: the raw ||V_tau||^2 before
+  // normalisation (mean over the step's groups and feature sets).
   // Unlabelled data split over processes: each process generates n_neg / processes samples,
   // the positives and generated samples of all processes are gathered, every process computes
   // the whole step's field (the same on each) and takes the loss on its own rows.
@@ -94,6 +110,10 @@ class Drifting : public Method {
   StepSplit step_split(const DataInfo& data) const override;
   // Needs n_pos and n_neg to be multiples of the process count.
   void set_process_share(ProcessShare share) override;
+  // The feature encoder "encoder" where the field works in its feature space (feature_space
+  // encoder, or auto on images): method.encoder, by default the shipped Fashion-MNIST encoder
+  // for 1 x 28 x 28 images, checked against method.encoder_sha256.
+  std::vector<FrozenModuleSpec> frozen_modules(const DataInfo& data) const override;
   // x = f(e, c), alpha = cfg_scale: one network evaluation whatever plan.steps asks for.
   torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
                        const SamplingPlan& plan) override;
@@ -101,6 +121,8 @@ class Drifting : public Method {
   NfeCount count_nfe(const SamplingPlan&) const override { return {1, 0}; }
 
   const std::vector<double>& temperatures() const { return temperatures_; }
+  // Whether the field works on encoder features for this data.
+  bool uses_encoder(const DataInfo& data) const;
 
  private:
   DriftingOptions options_;

@@ -124,7 +124,11 @@ class Method {
   }
   // Decay of the target EMA of every module; 0 = the method uses no target.
   virtual double target_ema_decay() const { return 0.0; }
-  virtual std::vector<FrozenModuleSpec> frozen_modules() const { return {}; }
+  // The frozen modules (e.g. a feature encoder) the loss uses on this data, by name.
+  virtual std::vector<FrozenModuleSpec> frozen_modules(const DataInfo& data) const {
+    (void)data;
+    return {};
+  }
   // The network (model.name) the method needs, e.g. a causal backbone; empty: any network.
   virtual std::string required_network() const { return ""; }
   // How a step on this data may be split into shares (processes, micro-batches) whose gradients

@@ -19,6 +19,13 @@ torch::nn::GroupNorm make_group_norm(int64_t channels) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels));
 }
 
+// `norm(x)`, with x first cast to the weights' dtype where bf16 autocast made it bfloat16: CUDA
+// autocast runs group_norm in float32 by itself, LibTorch 1.13's CPU autocast passes bfloat16
+// on, which fails against float32 weights.
+torch::Tensor group_norm(torch::nn::GroupNorm& norm, const torch::Tensor& x) {
+  return norm(x.scalar_type() == torch::kBFloat16 ? x.to(norm->weight.scalar_type()) : x);
+}
+
 torch::nn::Conv2d make_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2));
 }
@@ -45,13 +52,13 @@ class ResBlockImpl : public torch::nn::Module {
   }
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb) {
-    auto a = conv1_(torch::silu(norm1_(x)));
+    auto a = conv1_(torch::silu(group_norm(norm1_, x)));
     const auto conditioning = emb_(torch::silu(emb)).unsqueeze(-1).unsqueeze(-1);
     if (scale_shift_) {
       const auto parts = conditioning.chunk(2, 1);
-      a = norm2_(a) * (1 + parts[0]) + parts[1];
+      a = group_norm(norm2_, a) * (1 + parts[0]) + parts[1];
     } else {
-      a = norm2_(a + conditioning);
+      a = group_norm(norm2_, a + conditioning);
     }
     a = conv2_(torch::silu(a));
     return (skip_ ? skip_(x) : x) + a;
@@ -79,7 +86,7 @@ class AttentionBlockImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x) {
     const int64_t b = x.size(0), ch = x.size(1), hgt = x.size(2), wid = x.size(3);
     // B x 3 x heads x d x HW -> three tensors of B x heads x HW x d.
-    const auto qkv = qkv_(norm_(x)).reshape({b, 3, heads_, ch / heads_, hgt * wid}).transpose(-2, -1);
+    const auto qkv = qkv_(group_norm(norm_, x)).reshape({b, 3, heads_, ch / heads_, hgt * wid}).transpose(-2, -1);
     const auto out = attention(qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
     return x + proj_(out.transpose(-2, -1).reshape({b, ch, hgt, wid}));
   }
@@ -258,7 +265,7 @@ torch::Tensor UnetImpl::forward(const NetInput& input) {
       x = module->as<UpsampleImpl>()->forward(x, {skip.size(2), skip.size(3)});
     }
   }
-  return output_(torch::silu(output_norm_(x)));
+  return output_(torch::silu(group_norm(output_norm_, x)));
 }
 
 }  // namespace onestep

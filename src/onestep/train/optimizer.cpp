@@ -113,13 +113,16 @@ double LearningRateSchedule::at(int64_t step) const {
   return 0.5 * lr * (1.0 + std::cos(M_PI * progress));
 }
 
-double clip_gradients(FlatParameters& params, double max_norm) {
-  if (params.numel() == 0) return 0.0;
+torch::Tensor gradient_norm(FlatParameters& params) {
+  if (params.numel() == 0) return torch::zeros({});
   torch::NoGradGuard no_grad;
-  const auto& grad = params.grad();
-  const double norm = grad.norm().item<double>();
-  if (max_norm > 0 && norm > max_norm) grad.mul_(max_norm / (norm + 1e-6));
-  return norm;
+  return params.grad().norm();
+}
+
+void clip_gradients(FlatParameters& params, double norm, double max_norm) {
+  if (params.numel() == 0 || max_norm <= 0 || norm <= max_norm) return;
+  torch::NoGradGuard no_grad;
+  params.grad().mul_(max_norm / (norm + 1e-6));
 }
 
 }  // namespace onestep

@@ -56,8 +56,11 @@ struct LearningRateSchedule {
   double at(int64_t step) const;
 };
 
-// Scales the gradients so that their global L2 norm is at most max_norm (0: no clipping);
-// returns the norm before clipping.
-double clip_gradients(FlatParameters& params, double max_norm);
+// The global L2 norm of the gradients, as a tensor on their device (no host transfer).
+torch::Tensor gradient_norm(FlatParameters& params);
+
+// Scales the gradients, whose global L2 norm is `norm`, so that it is at most max_norm (0: no
+// clipping).
+void clip_gradients(FlatParameters& params, double norm, double max_norm);
 
 }  // namespace onestep

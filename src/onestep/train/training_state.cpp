@@ -83,7 +83,7 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
   ema_ = std::make_unique<Ema>(shadow_modules(), modules_, config_.get_float("train.ema_decay"));
   if (method_->target_ema_decay() > 0)
     target_ema_ = std::make_unique<Ema>(shadow_modules(), modules_, method_->target_ema_decay());
-  for (const auto& spec : method_->frozen_modules()) {
+  for (const auto& spec : method_->frozen_modules(data_info_)) {
     frozen_[spec.name] = load_frozen_module(spec);
     frozen_[spec.name]->to(device_);
   }
@@ -100,9 +100,13 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
 
 StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
   optimizer_->zero_grad();
-  // Each micro-batch adds its share of the gradient of the mean loss over the step's batch.
-  double loss_sum = 0, nonfinite = 0;
-  std::map<std::string, double> part_sums;
+  // Each micro-batch adds its share of the gradient of the mean loss over the step's batch. The
+  // step's numbers (loss, non-finite count, stop flag, logged parts, gradient norm) stay on the
+  // device until one transfer at the end: on CUDA the host waits for the GPU once per step.
+  // A non-finite micro-batch still runs backward; its step is skipped below.
+  const auto scalar = [&](const torch::Tensor& value) { return value.detach().to(device_, torch::kDouble).reshape({1}); };
+  std::vector<torch::Tensor> losses;
+  std::map<std::string, std::vector<torch::Tensor>> parts;
   for (int64_t k = 0; k < accumulate_; ++k) {
     Batch batch = method_->training_batch(*dataset_, share_size_, streams_[k]);
     batch.x = batch.x.to(device_);
@@ -111,49 +115,38 @@ StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
       const compat::AutocastScope autocast(device_.type(), bf16_);
       return method_->loss({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, streams_[k]}, batch);
     }();
-    const double loss = out.loss.item<double>();
-    if (!std::isfinite(loss)) {
-      ++nonfinite;
-      continue;
-    }
     (out.loss / static_cast<double>(accumulate_)).backward();
-    loss_sum += loss;
-    for (const auto& [name, value] : out.parts) part_sums[name] += value.item<double>();
+    losses.push_back(scalar(out.loss));
+    for (const auto& [name, value] : out.parts) parts[name].push_back(scalar(value));
   }
-  StepOutcome outcome;
-  outcome.stop = stop_requested;
+  const auto all_losses = torch::cat(losses);
+  std::vector<torch::Tensor> totals = {all_losses.sum().reshape({1}),
+                                       all_losses.isfinite().logical_not().sum().to(torch::kDouble).reshape({1}),
+                                       torch::full({1}, stop_requested ? 1.0 : 0.0, all_losses.options())};
+  for (const auto& [name, values] : parts) totals.push_back(torch::cat(values).sum().reshape({1}));
+  auto summed = torch::cat(totals);
   if (group_) {
     // Every process learns the step's losses, whether any share was non-finite, and whether any
-    // process was asked to stop; with no non-finite share all hold the same named parts.
-    auto totals = torch::tensor({loss_sum, nonfinite, stop_requested ? 1.0 : 0.0}, torch::kDouble).to(device_);
-    group_->all_reduce_sum({totals});
-    totals = totals.cpu();
-    loss_sum = totals[0].item<double>();
-    nonfinite = totals[1].item<double>();
-    outcome.stop = totals[2].item<double>() > 0;
-    if (nonfinite == 0 && !part_sums.empty()) {
-      std::vector<double> values;
-      for (const auto& [name, value] : part_sums) values.push_back(value);
-      auto parts = torch::tensor(values, torch::kDouble).to(device_);
-      group_->all_reduce_sum({parts});
-      parts = parts.cpu();
-      int64_t i = 0;
-      for (auto& [name, value] : part_sums) value = parts[i++].item<double>();
-    }
+    // process was asked to stop.
+    group_->all_reduce_sum({summed});
+    average_gradients(*group_, modules_.parameters());
   }
+  const auto host = torch::cat({summed, scalar(gradient_norm(optimizer_->parameters()))}).cpu();
+  const auto* values = host.data_ptr<double>();
+  StepOutcome outcome;
   const double shares = static_cast<double>(world_size_ * accumulate_);
-  outcome.loss = nonfinite > 0 ? NAN : loss_sum / shares;
-  outcome.grad_norm = NAN;
-  if (nonfinite == 0) {
-    if (group_) average_gradients(*group_, modules_.parameters());
-    outcome.grad_norm = clip_gradients(optimizer_->parameters(), grad_clip_);
-  }
-  outcome.finite = nonfinite == 0 && std::isfinite(outcome.grad_norm);
+  const bool nonfinite = values[1] > 0;
+  outcome.stop = values[2] > 0;
+  outcome.loss = nonfinite ? NAN : values[0] / shares;
+  outcome.grad_norm = nonfinite ? NAN : values[host.size(0) - 1];
+  outcome.finite = !nonfinite && std::isfinite(outcome.grad_norm);
   if (!outcome.finite) return outcome;
+  clip_gradients(optimizer_->parameters(), outcome.grad_norm, grad_clip_);
   optimizer_->step(schedule_.at(step));
   ema_->update(modules_, optimizer_->parameters());
   if (target_ema_) target_ema_->update(modules_, optimizer_->parameters());
-  for (const auto& [name, value] : part_sums) outcome.parts[name] = value / shares;
+  int64_t i = 3;
+  for (const auto& [name, values_of_part] : parts) outcome.parts[name] = values[i++] / shares;
   return outcome;
 }
 
