@@ -5,7 +5,8 @@
 // against the double-backward JVP; the gradient through the tangent agrees between the two
 // modes; parameter gradients exist and are finite, also under bf16 autocast; an undefined label
 // is the null label; the
-// output initialisations (zero, scaled to the data). Also the registry's checks of options
+// output initialisations (zero, scaled to the data); LayerNorm and softmax equal in their fused
+// and written-out forms. Also the registry's checks of options
 // against the data's shape, and the plain-function JVP. Zero-initialised layers (adaLN-zero,
 // residual output convs) are filled with small random values first, so that every weight
 // influences the output.
@@ -15,9 +16,11 @@
 #include "onestep/core/config.h"
 #include "onestep/core/registry.h"
 #include "onestep/methods/jvp.h"
+#include "onestep/nets/layers.h"
 #include "onestep/nets/network.h"
 #include "test_support.h"
 
+#include <functional>
 #include <string>
 
 using namespace onestep;
@@ -240,6 +243,29 @@ TEST(Networks, ParameterGradientsAreDefinedAndFinite) {
       }
       EXPECT_GT(total, 0) << variant.label();
     }
+  }
+}
+
+TEST(Layers, FusedAndWrittenOutFormsAgree) {
+  // LayerNorm and softmax use LibTorch's fused kernels outside a WrittenOutLayers scope (which
+  // every JVP opens) and elementary ops inside one: the same values and gradients (float64).
+  torch::manual_seed(5);
+  const auto x = (torch::randn({4, 6, 9}, torch::kDouble) * 3).requires_grad_(true);
+  const auto weights = torch::randn({4, 6, 9}, torch::kDouble);
+  for (const auto& layer : std::vector<std::function<torch::Tensor(const torch::Tensor&)>>{
+           [](const torch::Tensor& t) { return layer_norm(t); }, [](const torch::Tensor& t) { return softmax_last(t); }}) {
+    const auto fused = layer(x);
+    const auto fused_grad = torch::autograd::grad({(fused * weights).sum()}, {x})[0];
+    torch::Tensor written, written_grad;
+    {
+      const WrittenOutLayers scope;
+      EXPECT_TRUE(WrittenOutLayers::active());
+      written = layer(x);
+      written_grad = torch::autograd::grad({(written * weights).sum()}, {x})[0];
+    }
+    EXPECT_FALSE(WrittenOutLayers::active());
+    EXPECT_TRUE(torch::allclose(fused, written, 1e-12, 1e-12));
+    EXPECT_TRUE(torch::allclose(fused_grad, written_grad, 1e-10, 1e-12));
   }
 }
 

@@ -1,24 +1,36 @@
 """The Python twin's networks: onestep's mlp, unet and dit (src/onestep/nets/*.cpp) in plain
-PyTorch, layer for layer, with the same parameter counts, initialisation rules and written-out
-LayerNorm, RMSNorm and softmax (nets/layers.h), so that both sides run the same operations.
+PyTorch, layer for layer, with the same parameter counts, initialisation rules and LayerNorm,
+RMSNorm and softmax (nets/layers.h: fused kernels, written out inside the JVP), so that both
+sides run the same operations.
 Every network takes (z, t, h, c) with c the class labels (None: the null label)."""
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd import forward_ad
 
 
 def rms_norm(x, eps=1e-6):
     return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
 
 
+def forward_ad_active():
+    """Whether a forward-mode AD level is open: the twin's only JVP (MeanFlow's), where onestep
+    opens its WrittenOutLayers scope (nets/layers.h)."""
+    return forward_ad._current_level >= 0
+
+
 def layer_norm(x, eps=1e-6):
+    if not forward_ad_active():
+        return F.layer_norm(x, (x.size(-1),), eps=eps)
     centered = x - x.mean(-1, keepdim=True)
     return centered * torch.rsqrt(centered.square().mean(-1, keepdim=True) + eps)
 
 
 def softmax_last(x):
+    if not forward_ad_active():
+        return torch.softmax(x, -1)
     e = torch.exp(x - x.detach().max(-1, keepdim=True)[0])
     return e / e.sum(-1, keepdim=True)
 

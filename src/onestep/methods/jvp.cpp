@@ -2,6 +2,7 @@
 #include "onestep/methods/jvp.h"
 
 #include "onestep/core/compat.h"
+#include "onestep/nets/layers.h"
 
 namespace onestep {
 
@@ -51,8 +52,10 @@ std::pair<torch::Tensor, torch::Tensor> jvp(const TensorFunction& f, const std::
                                             bool create_graph) {
   TORCH_CHECK(primals.size() == tangents.size(), "jvp: ", primals.size(), " primals but ", tangents.size(), " tangents");
   TORCH_CHECK(!primals.empty(), "jvp: no primals");
-  // JVPs run in float32 even inside a bf16 training step (train.precision).
+  // JVPs run in float32 even inside a bf16 training step (train.precision), and through the
+  // written-out LayerNorm and softmax (nets/layers.h).
   compat::AutocastScope float32(primals.front().device().type(), /*enabled=*/false);
+  const WrittenOutLayers written_out;
   if (mode == JvpMode::Forward) return forward_mode_jvp(f, primals, tangents, create_graph);
   return double_backward_jvp(f, primals, tangents, create_graph);
 }

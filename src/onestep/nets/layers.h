@@ -1,24 +1,39 @@
 // Building blocks shared by the image networks of spec §0, net(z, t, h, c) (U-Net and DiT),
-// written with elementary ops so that forward-mode AD (dual tensors) goes through them:
-// affine-free RMSNorm and LayerNorm, and scaled dot-product attention as matmul + softmax (no
-// fused kernel). LayerNorm and softmax are written out because their LibTorch 1.13 forward-mode
-// formulas cannot be differentiated again (create_graph, as TVM does): the tangent of
-// native_layer_norm goes through its saved mean and rstd, which backward treats as constants
-// (wrong gradients), and that of softmax (logsumexp_jvp) multiplies a saved tensor in place
-// ("modified by an inplace operation"). native_group_norm (U-Net) passes both checks.
+// written so that JVPs go through them: affine-free RMSNorm and LayerNorm, and scaled
+// dot-product attention as matmul + softmax. While a WrittenOutLayers scope is open (jvp.cpp
+// opens one around every JVP of MeanFlow and TVM) LayerNorm and softmax are written out of
+// elementary ops, because LibTorch 1.13's fused forms cannot be differentiated again through a
+// JVP (create_graph, as TVM does): the forward-mode tangent of native_layer_norm goes through
+// its saved mean and rstd, which backward treats as constants (wrong gradients), that of
+// softmax (logsumexp_jvp) multiplies a saved tensor in place ("modified by an inplace
+// operation"), and the double-backward JVP through the fused kernels gives parameter gradients
+// that disagree with forward mode (tests/test_networks.cpp). Elsewhere they use the fused
+// kernels (one kernel instead of five to seven, forward and backward). native_group_norm
+// (U-Net) passes these checks.
 #pragma once
 
 #include <torch/torch.h>
 
 namespace onestep {
 
+// RAII: while one is alive on this thread, layer_norm and softmax_last use elementary ops.
+class WrittenOutLayers {
+ public:
+  WrittenOutLayers();
+  ~WrittenOutLayers();
+  WrittenOutLayers(const WrittenOutLayers&) = delete;
+  WrittenOutLayers& operator=(const WrittenOutLayers&) = delete;
+  static bool active();
+};
+
 // x / sqrt(mean(x^2) + eps) over the last dimension, without a learnable gain.
 torch::Tensor rms_norm(const torch::Tensor& x, double eps = 1e-6);
 
-// (x - mean) / sqrt(var + eps) over the last dimension, without learnable gain and bias.
+// (x - mean) / sqrt(var + eps) over the last dimension, without learnable gain and bias
+// (biased variance).
 torch::Tensor layer_norm(const torch::Tensor& x, double eps = 1e-6);
 
-// Softmax over the last dimension from exp, sum and division.
+// Softmax over the last dimension (in a WrittenOutLayers scope from exp, sum and division).
 torch::Tensor softmax_last(const torch::Tensor& x);
 
 // softmax(q k^T / sqrt(d) + bias) v for q, k, v of shape (..., tokens, d); `bias` (tokens x
