@@ -175,8 +175,8 @@ inline bool wait_for_lines(const std::string& path, size_t lines, std::chrono::s
   return false;
 }
 
-// A "network" whose output is a trainable N x 2 tensor, whatever its input (a drifting
-// generator whose samples a test sets).
+// A "network" whose output is a trainable tensor (N x 2 points, or N x C x H x W images),
+// whatever its input: a drifting generator whose samples a test sets.
 struct FixedOutput : NetworkImpl {
   explicit FixedOutput(torch::Tensor value) : NetworkImpl({{32}, {2}, 0}) {
     out = register_parameter("out", std::move(value));

@@ -382,41 +382,44 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
 
   // The field (distances, kernels, normalisations) is computed in float32, also in bf16 training.
   const compat::AutocastScope float32(device.type(), /*enabled=*/false);
-  std::vector<double> raw(temperatures_.size(), 0.0);
+  // CFG: each group's negatives are its own generated samples (weight 1) and its n_unc real
+  // samples of other classes, each weighted (alpha - 1)(n_neg - 1) / n_unc.
   const bool guided = labelled && options_.n_unc > 0 && unconditional.defined();
+  std::vector<torch::Tensor> negative_weights(groups);
+  if (guided)
+    for (int64_t g = 0; g < groups; ++g) {
+      const double w = (alpha[g].item<double>() - 1) * static_cast<double>(n_neg - 1) /
+                       static_cast<double>(options_.n_unc);
+      negative_weights[g] = torch::cat({torch::ones({n_neg}, x.options()), torch::full({options_.n_unc}, w, x.options())});
+    }
+  std::vector<double> raw(temperatures_.size(), 0.0);
   const double fields = static_cast<double>(groups * sets.size());
   LossOutput out;
   out.loss = torch::zeros({}, x.options());
   for (size_t f = 0; f < sets.size(); ++f) {
-    const auto generated = sets[f].second.detach();  // total x F x D
+    const auto& features = sets[f].second;  // total x F x D, float32
+    const auto generated = features.detach();
     auto v = torch::empty_like(generated);
     for (int64_t g = 0; g < groups; ++g) {
       // One field per feature: F x rows x D.
       const auto own = generated.slice(0, g * n_neg, (g + 1) * n_neg);
-      torch::Tensor negatives = own, weights;
-      if (guided) {
-        const auto extra = unconditional_sets[f].slice(0, g * options_.n_unc, (g + 1) * options_.n_unc);
-        const double a = alpha[g].item<double>();
-        const double w = (a - 1) * static_cast<double>(n_neg - 1) / static_cast<double>(extra.size(0));
-        negatives = torch::cat({own, extra.to(own.options())});
-        weights = torch::cat({torch::ones({n_neg}, own.options()), torch::full({extra.size(0)}, w, own.options())});
-      }
-      auto field_x = own, field_positives = positive_sets[f].slice(0, positive_starts[g], positive_starts[g + 1]);
+      auto negatives = own, field_x = own;
+      auto field_positives = positive_sets[f].slice(0, positive_starts[g], positive_starts[g + 1]);
+      if (guided)
+        negatives = torch::cat({own, unconditional_sets[f].slice(0, g * options_.n_unc, (g + 1) * options_.n_unc)});
       if (gathered) {  // the whole step's samples; this process's rows are those from rank * n_neg
         field_x = negatives = share_.gather(own);
         field_positives = share_.gather(field_positives);
       }
-      const auto field = drifting_field(field_x.transpose(0, 1), field_positives.transpose(0, 1).to(own.options()),
-                                        negatives.transpose(0, 1), temperatures_, weights, true,
+      const auto field = drifting_field(field_x.transpose(0, 1), field_positives.transpose(0, 1),
+                                        negatives.transpose(0, 1), temperatures_, negative_weights[g], true,
                                         options_.attraction_scale, options_.repulsion_scale);
       const auto rows = field.v.transpose(0, 1);
       v.slice(0, g * n_neg, (g + 1) * n_neg)
           .copy_(gathered ? rows.slice(0, share_.rank * n_neg, (share_.rank + 1) * n_neg) : rows);
       for (size_t i = 0; i < raw.size(); ++i) raw[i] += field.raw_squared_norms[i] / fields;
     }
-    const auto& features = sets[f].second;
-    const auto target = (features.detach() + v.to(features.dtype())).detach();
-    out.loss = out.loss + (features - target).pow(2).sum(2).mean(1).mean();
+    out.loss = out.loss + (features - (generated + v)).pow(2).sum(2).mean(1).mean();
   }
   for (size_t i = 0; i < raw.size(); ++i)
     out.parts["raw_v2_tau" + format_number(temperatures_[i])] = torch::tensor(raw[i], torch::kDouble);

@@ -102,7 +102,7 @@ StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
   optimizer_->zero_grad();
   // Each micro-batch adds its share of the gradient of the mean loss over the step's batch. The
   // step's numbers (loss, non-finite count, stop flag, logged parts, gradient norm) stay on the
-  // device until one transfer at the end: on CUDA the host waits for the GPU once per step.
+  // device until one transfer at the end: on CUDA one process waits for the GPU once per step.
   // A non-finite micro-batch still runs backward; its step is skipped below.
   const auto scalar = [&](const torch::Tensor& value) { return value.detach().to(device_, torch::kDouble).reshape({1}); };
   std::vector<torch::Tensor> losses;
@@ -145,8 +145,8 @@ StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
   optimizer_->step(schedule_.at(step));
   ema_->update(modules_, optimizer_->parameters());
   if (target_ema_) target_ema_->update(modules_, optimizer_->parameters());
-  int64_t i = 3;
-  for (const auto& [name, values_of_part] : parts) outcome.parts[name] = values[i++] / shares;
+  int64_t i = 3;  // after the loss, the non-finite count and the stop flag, in `parts` order
+  for (const auto& entry : parts) outcome.parts[entry.first] = values[i++] / shares;
   return outcome;
 }
 
