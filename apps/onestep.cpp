@@ -183,8 +183,9 @@ int run_info(bool keys, const std::string& ckpt) {
                 checkpoint.config.to_toml().c_str());
     return 0;
   }
-  std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores)\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
-              "0.1.0", compat::torch_version().c_str(), set_threads(0), std::thread::hardware_concurrency(),
+  const int threads = set_threads(0);
+  std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores), matrix products on %d\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
+              "0.1.0", compat::torch_version().c_str(), threads, std::thread::hardware_concurrency(), blas_threads(),
               torch::cuda::is_available() ? ("yes, " + std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
                                           : "no",
               component_usages("method").c_str(), component_usages("model").c_str(),
@@ -195,6 +196,7 @@ int run_info(bool keys, const std::string& ckpt) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  restart_with_sleeping_openmp_workers(argv);
   CLI::App app{"onestep: train and evaluate one-step and few-step generative models"};
   app.require_subcommand(1);
 
@@ -261,7 +263,7 @@ int main(int argc, char** argv) {
   evaluator_train_cmd->add_option("--batch-size", evaluator_options.batch_size, "batch size")->check(CLI::PositiveNumber);
   evaluator_train_cmd->add_option("--lr", evaluator_options.lr, "peak learning rate")->check(CLI::PositiveNumber);
   evaluator_train_cmd->add_option("--seed", evaluator_options.seed, "seed");
-  evaluator_train_cmd->add_option("--threads", evaluator_options.threads, "intra-op threads (0: all cores)")
+  evaluator_train_cmd->add_option("--threads", evaluator_options.threads, "CPU threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
 
   EncoderTrainOptions encoder_options;
@@ -273,7 +275,7 @@ int main(int argc, char** argv) {
   encoder_train_cmd->add_option("--batch-size", encoder_options.batch_size, "batch size")->check(CLI::PositiveNumber);
   encoder_train_cmd->add_option("--lr", encoder_options.lr, "peak learning rate")->check(CLI::PositiveNumber);
   encoder_train_cmd->add_option("--seed", encoder_options.seed, "seed");
-  encoder_train_cmd->add_option("--threads", encoder_options.threads, "intra-op threads (0: all cores)")
+  encoder_train_cmd->add_option("--threads", encoder_options.threads, "CPU threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
   encoder_train_cmd->add_option("data", encoder_options.data, "data.* keys, e.g. data.name=folder:photos data.size=32");
 

@@ -69,7 +69,11 @@ for config in "${configs[@]}"; do
     "$build/onestep" bench $args --warmup "$warmup" train.device="$device" --json "$out/$label-$round-onestep.json" >&2
     profile=()
     [ "${PROFILE:-0}" = 1 ] && [ "$round" = 1 ] && profile=(--profile "$out/$label-profile.txt")
-    "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
+    # The twin's OpenBLAS gets onestep's matrix-product threads (src/onestep/core/runtime.cpp);
+    # PyTorch's torch.set_num_threads does not reach OpenBLAS's own pool.
+    blas=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["blas_threads"])' \
+      "$out/$label-$round-onestep.json")
+    OPENBLAS_NUM_THREADS=$blas "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
       --json "$out/$label-$round-python.json" "${profile[@]}" >&2
     "$python" -c 'import json, sys
 ours, twin = (json.load(open(path))["parameters"] for path in sys.argv[1:])
@@ -111,7 +115,7 @@ print(f"onestep: LibTorch {first[0]['torch']}; Python twin: PyTorch {first[1]['t
       f"{rounds} interleaved rounds; times are medians over rounds of each run's median (ms)")
 print()
 profiled = any("profile_kernel_ms_per_step" in load(label, 1, "python") for label in labels)
-print("| config | batch | threads | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
+print("| config | batch | threads (BLAS) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
       "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |"
       + (" twin's GPU kernels per step |" if profiled else ""))
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if profiled else ""))
@@ -121,7 +125,7 @@ for label in labels:
     loss_ours, loss_twin = ours[0]["loss_step0"], twin[0]["loss_step0"]
     if abs(loss_twin - loss_ours) > 0.2 * abs(loss_ours):
         failures.append(f"{label}: step-0 loss onestep {loss_ours:.4g} vs twin {loss_twin:.4g} (more than 20% apart)")
-    row = [label, str(ours[0]["batch"]), str(ours[0]["threads"]), f"{ours[0]['parameters']:,}",
+    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']})", f"{ours[0]['parameters']:,}",
            f"{loss_ours:.4g} / {loss_twin:.4g}"]
     for key in ("step", "nfe1", "latency"):
         a = [measures(o)[key] for o in ours]

@@ -32,7 +32,7 @@ void expect_report(const nlohmann::json& report, const std::string& method, int6
     EXPECT_TRUE(report.contains(key) && report[key].is_string()) << key << " in " << report.dump();
   EXPECT_EQ(report["method"], method);
   EXPECT_EQ(report["batch"], batch);
-  for (const char* key : {"parameters", "threads", "iters", "loss_step0", "train_step_ms", "train_samples_per_s",
+  for (const char* key : {"parameters", "threads", "blas_threads", "iters", "loss_step0", "train_step_ms", "train_samples_per_s",
                           "peak_memory_mib", "latency_1nfe_batch1_ms"})
     expect_positive(report, key);
   ASSERT_TRUE(report.contains("warmup"));

@@ -13,7 +13,8 @@
 //  - patch tokens follow dit's layout; DTM on images (dit backbone, head per patch token) trains
 //    and samples, with CFG, on CPU;
 //  - the causal backbone of ARTM and FHTM never looks ahead: changing a token changes no earlier
-//    token's output, on points (one token per coordinate) and on images (patches);
+//    token's output, on points (one token per coordinate) and on images (patches); decoding
+//    with its key-value cache, in chunks, gives the full pass's outputs (float64);
 //  - ARTM and FHTM train and sample, with CFG, on points and images, and count one backbone
 //    pass per generated token;
 //  - ARTM's training pairs: with fresh noise the two states' noises are uncorrelated, with
@@ -26,6 +27,7 @@
 #include "onestep/core/config.h"
 #include "onestep/methods/autoregressive_transition.h"
 #include "onestep/methods/transition_matching.h"
+#include "onestep/nets/causal_transformer.h"
 #include "onestep/train/checkpoint.h"
 #include "onestep/train/trainer.h"
 #include "test_support.h"
@@ -206,22 +208,37 @@ TEST(TransitionMatching, DtmOnImagesTrainsAndSamplesOnCpu) {
   EXPECT_TRUE(torch::isfinite(samples).all().item<bool>());
 }
 
-TEST(TransitionMatching, CausalBackboneNeverLooksAhead) {
+namespace {
+
+// A causal transformer (width 32, 4 heads, 3 classes, seeded) from samples of `in_shape` to `out_shape`.
+Network small_causal(const std::vector<int64_t>& in_shape, const std::vector<int64_t>& out_shape, int depth, int seed) {
   Config config;
-  for (const char* o : {"model.name=causal", "model.width=32", "model.depth=2", "model.heads=4"})
+  for (const std::string& o : {std::string("model.name=causal"), std::string("model.width=32"),
+                               "model.depth=" + std::to_string(depth), std::string("model.heads=4")})
     config.apply_override(o);
+  NetSpec spec;
+  spec.in_shape = in_shape;
+  spec.out_shape = out_shape;
+  spec.num_classes = 3;
+  torch::manual_seed(seed);
+  return make_network(config, spec);
+}
+
+// The shape of a batch of `b` samples of `shape`.
+std::vector<int64_t> batch_of(int64_t b, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> out = {b};
+  out.insert(out.end(), shape.begin(), shape.end());
+  return out;
+}
+
+}  // namespace
+
+TEST(TransitionMatching, CausalBackboneNeverLooksAhead) {
   const Tokenizer patches{2};
   for (const auto& shape : {std::vector<int64_t>{6}, std::vector<int64_t>{1, 8, 8}}) {
-    NetSpec spec;
-    spec.in_shape = shape;
-    spec.out_shape = shape.size() == 1 ? std::vector<int64_t>{6 * 3} : std::vector<int64_t>{2, 8, 8};
-    spec.num_classes = 3;
-    torch::manual_seed(2);
-    auto net = make_network(config, spec);
+    auto net = small_causal(shape, shape.size() == 1 ? std::vector<int64_t>{6 * 3} : std::vector<int64_t>{2, 8, 8}, 2, 2);
     torch::NoGradGuard no_grad;
-    std::vector<int64_t> batch_shape = {4};
-    batch_shape.insert(batch_shape.end(), shape.begin(), shape.end());
-    const auto z = torch::randn(batch_shape);
+    const auto z = torch::randn(batch_of(4, shape));
     const NetInput input{z, torch::rand({4}), torch::rand({4}), torch::arange(4) % 4};
     // Outputs per token: points 3 values per coordinate, images the patches' values.
     const auto per_token = [&](const torch::Tensor& out) {
@@ -238,6 +255,36 @@ TEST(TransitionMatching, CausalBackboneNeverLooksAhead) {
       EXPECT_TRUE(torch::equal(out.slice(1, 0, k), base.slice(1, 0, k))) << "token " << k;
       EXPECT_FALSE(torch::allclose(out.select(1, k), base.select(1, k))) << "token " << k;
     }
+  }
+}
+
+TEST(TransitionMatching, CachedDecodingEqualsTheFullPass) {
+  const Tokenizer patches{2};
+  for (const auto& shape : {std::vector<int64_t>{7}, std::vector<int64_t>{2, 8, 4}}) {
+    auto net = small_causal(shape, shape.size() == 1 ? std::vector<int64_t>{7 * 3} : std::vector<int64_t>{3, 8, 4}, 3, 4);
+    net->to(torch::kFloat64);
+    auto& causal = dynamic_cast<CausalTransformerImpl&>(*net);
+    torch::NoGradGuard no_grad;
+    const auto z = torch::randn(batch_of(5, shape), torch::kFloat64);
+    const NetInput input{z, torch::rand({5}, torch::kFloat64), torch::rand({5}, torch::kFloat64), torch::arange(5) % 4};
+    const auto full = shape.size() == 1 ? net->forward(input).reshape({5, 7, 3}) : patches.to_tokens(net->forward(input));
+    const auto tokens = causal.tokens(z);
+    ASSERT_EQ(tokens.size(1), full.size(1));
+    // Decoded in uneven chunks: a prefix, single tokens, the rest.
+    KeyValueCache cache;
+    std::vector<torch::Tensor> outputs;
+    const int64_t n = tokens.size(1);
+    for (const auto& [begin, end] : std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 4}, {4, 5}, {5, n}}) {
+      NetInput part = input;
+      part.z = tokens.slice(1, begin, end);
+      outputs.push_back(causal.decode(part, cache));
+      EXPECT_EQ(cache.length(), end);
+    }
+    const auto decoded = torch::cat(outputs, 1);
+    EXPECT_LT((decoded - full).abs().max().item<double>(), 1e-12) << "shape rank " << shape.size();
+    NetInput more = input;
+    more.z = tokens.slice(1, 0, 1);
+    EXPECT_THROW(causal.decode(more, cache), std::logic_error);  // past the last position
   }
 }
 

@@ -11,6 +11,7 @@ The config must be fully resolved (every key written out): the "config" of an `o
 report, or a run folder's config.toml; the twin has no defaults of its own. Bad input exits
 with status 2. Runs on PyTorch 1.13 (Debian's python3-torch: /usr/bin/python3) and 2.x."""
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -87,6 +88,15 @@ def bf16_unavailable(device):
     except OSError:
         pass
     return "no /proc/cpuinfo flags to check for avx512_bf16"
+
+
+def blas_threads():
+    """Threads of the matrix products: OpenBLAS's own pool where this PyTorch uses OpenBLAS
+    (Debian's; OPENBLAS_NUM_THREADS sets it, torch.set_num_threads does not), else torch's."""
+    with open("/proc/self/maps") as maps:
+        if "libopenblas" in maps.read():
+            return ctypes.CDLL("libopenblas.so.0").openblas_get_num_threads()
+    return torch.get_num_threads()
 
 
 def peak_memory(device):
@@ -172,7 +182,8 @@ def main():
     report = {
         "tool": "python-twin", "torch": torch.__version__, "method": method_name, "network": network_name,
         "data": cfg["data"]["name"], "parameters": sum(p.numel() for p in net.parameters()), "batch": batch,
-        "device": str(device), "threads": torch.get_num_threads(), "warmup": args.warmup, "iters": args.iters,
+        "device": str(device), "threads": torch.get_num_threads(),
+        "blas_threads": blas_threads(), "warmup": args.warmup, "iters": args.iters,
     }
 
     if device.type == "cuda":

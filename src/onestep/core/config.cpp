@@ -55,7 +55,7 @@ std::vector<KeySpec> build_general_keys() {
       float_key("train.grad_clip", "1.0", 0, kInf, "clip the global gradient norm to this (0: off)"),
       float_key("train.ema_decay", "0.999", 0, 1, "decay of the EMA weights used for evaluation and sampling"),
       int_key("train.seed", 0, 0, 9.0e15, "seed of initialisation, data, noise and time draws"),
-      int_key("train.threads", 0, 0, 1024, "intra-op CPU threads (0: all cores)"),
+      int_key("train.threads", 0, 0, 1024, "CPU threads (0: all cores): intra-op and, with OpenBLAS, the matrix products (OPENBLAS_NUM_THREADS overrides)"),
       string_key("train.device", "cpu", {"cpu", "cuda", "auto"}, "where to train"),
       string_key("train.precision", "fp32", {"fp32", "bf16"},
                  "bf16: autocast the loss's forward passes to bfloat16 (JVPs stay float32)"),

@@ -1,16 +1,56 @@
 // Thread count and device selection (see runtime.h).
 #include "onestep/core/runtime.h"
 
+#include <dlfcn.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <thread>
 
 #include "onestep/core/error.h"
 
 namespace onestep {
+namespace {
+
+// OpenBLAS's own entry points, looked up at run time: Debian's LibTorch links OpenBLAS, the
+// PyTorch wheels link MKL (whose threads at::set_num_threads sets) and have neither symbol.
+using OpenBlasSetThreads = void (*)(int);
+using OpenBlasGetThreads = int (*)();
+
+}  // namespace
+
+bool openmp_workers_sleep() {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  return policy != nullptr && strcasecmp(policy, "passive") == 0;
+}
 
 int set_threads(int64_t requested) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(requested > 0 ? static_cast<int>(requested) : cores);
-  return at::get_num_threads();
+  const int threads = at::get_num_threads();
+  // OpenBLAS keeps a thread pool of its own (one thread per core), which at::set_num_threads
+  // does not reach: beside other processes it oversubscribes the machine, and beside OpenMP
+  // workers that spin while idle the two pools take turns on the same cores (a toy MLP step
+  // up to 4x slower; docs/benchmarks.md). So the matrix products get the same threads where idle
+  // OpenMP workers sleep (the onestep command sees to that), else the calling thread alone.
+  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr) {
+    if (auto set = reinterpret_cast<OpenBlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+      set(threads == 1 || openmp_workers_sleep() ? threads : 1);
+  }
+  return threads;
+}
+
+void restart_with_sleeping_openmp_workers(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then carry on as started
+  unsetenv("OMP_WAIT_POLICY");
+}
+
+int blas_threads() {
+  const auto get = reinterpret_cast<OpenBlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return get ? get() : at::get_num_threads();
 }
 
 torch::Device resolve_device(const std::string& name) {

@@ -6,6 +6,7 @@
 
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
+#include "onestep/nets/causal_transformer.h"
 
 namespace onestep {
 namespace {
@@ -110,25 +111,28 @@ torch::Tensor TokenwiseTransition::features(NetworkImpl& backbone, const torch::
   return out.reshape({sequence.size(0), sequence.size(1), -1});
 }
 
-void TokenwiseTransition::generate_state(const ModuleSet& modules, torch::Tensor& sequence, int64_t first,
-                                         const std::vector<int64_t>& sample_shape, double t, double h,
-                                         const torch::Tensor& labels, int64_t head_steps,
+void TokenwiseTransition::generate_state(const ModuleSet& modules, torch::Tensor& sequence, int64_t first, double t,
+                                         double h, const torch::Tensor& labels, int64_t head_steps,
                                          torch::Generator& gen) const {
-  NetworkImpl& backbone = modules["backbone"];
+  auto& backbone = dynamic_cast<CausalTransformerImpl&>(modules["backbone"]);  // as build_modules made it
   NetworkImpl& head = modules["head"];
   const int64_t b = sequence.size(0), d = sequence.size(2);
   const bool guided = labels.defined() && cfg_scale_ != 1.0;
   const int64_t rows = guided ? 2 * b : b;
-  const auto times = filled(rows, t, sequence), gaps = filled(rows, h, sequence);
+  const auto both = [&](const torch::Tensor& x) { return guided ? torch::cat({x, x}) : x; };
   const auto both_labels = guided ? torch::cat({labels, torch::full_like(labels, backbone.null_label())}) : labels;
+  NetInput input{both(sequence.slice(1, 0, first)), filled(rows, t, sequence), filled(rows, h, sequence), both_labels};
+  KeyValueCache cache;
+  // The features at the token before each new one: first of the tokens so far, then of each new token.
+  auto context = backbone.decode(input, cache).select(1, first - 1);
   for (int64_t j = 0; j < tokens_per_state_; ++j) {
-    const int64_t position = first + j;
-    const auto input = guided ? torch::cat({sequence, sequence}) : sequence;
-    const auto context = features(backbone, input, sample_shape, times, gaps, both_labels).select(1, position - 1);
     const auto token = guided ? sample_head(head, context.slice(0, 0, b), context.slice(0, b), cfg_scale_, d,
                                             head_steps, gen)
                               : sample_head(head, context, torch::Tensor(), 1.0, d, head_steps, gen);
-    sequence.select(1, position).copy_(token);
+    sequence.select(1, first + j).copy_(token);
+    if (j + 1 == tokens_per_state_) break;
+    input.z = both(token.unsqueeze(1));
+    context = backbone.decode(input, cache).select(1, 0);
   }
 }
 
@@ -193,7 +197,7 @@ torch::Tensor Artm::sample(const ModuleSet& modules, const torch::Tensor& noise,
   for (size_t i = 0; i + 1 < grid.size(); ++i) {
     const auto tokens = state_tokens(z);
     auto sequence = torch::cat({tokens, torch::zeros_like(tokens)}, 1);
-    generate_state(modules, sequence, n, shape, grid[i], grid[i] - grid[i + 1], labels, k, gen);
+    generate_state(modules, sequence, n, grid[i], grid[i] - grid[i + 1], labels, k, gen);
     z = tokenizer_.from_tokens(sequence.slice(1, n, 2 * n), shape);
   }
   return z;
@@ -254,7 +258,7 @@ torch::Tensor Fhtm::sample(const ModuleSet& modules, const torch::Tensor& noise,
   auto sequence = torch::zeros({first.size(0), (transitions_ + 1) * n, first.size(2)}, first.options());
   sequence.slice(1, 0, n).copy_(first);
   const double gap = 1.0 / static_cast<double>(plan.steps);
-  for (int64_t i = 1; i <= plan.steps; ++i) generate_state(modules, sequence, i * n, shape, 0.0, gap, labels, k, gen);
+  for (int64_t i = 1; i <= plan.steps; ++i) generate_state(modules, sequence, i * n, 0.0, gap, labels, k, gen);
   return tokenizer_.from_tokens(sequence.slice(1, plan.steps * n, (plan.steps + 1) * n), shape);
 }
 

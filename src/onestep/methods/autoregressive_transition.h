@@ -15,9 +15,10 @@
 //    T transitions of a step in one pass (T drawn per step), later states padded with zeros
 //    (which the causal mask hides).
 // Both sample on the grid method.schedule: `uniform`, or `halving` (remaining noise 1, 1/2,
-// 1/4, ..., 0: the paper's grid). Without a key-value cache every token costs one backbone
-// pass: T x N backbone and T x N x K head evaluations per sample for N tokens per state.
-// CFG on the head velocity as in DTM.
+// 1/4, ..., 0: the paper's grid). Each token counts as one backbone evaluation: T x N backbone
+// and T x N x K head evaluations per sample for N tokens per state; with the backbone's
+// key-value cache (CausalTransformerImpl::decode) a token's evaluation runs the network on that
+// token alone, attending to the cached ones. CFG on the head velocity as in DTM.
 #pragma once
 
 #include <string>
@@ -59,9 +60,8 @@ class TokenwiseTransition : public Method {
   int64_t inner_steps(const SamplingPlan& plan) const;
   // Fills the tokens [first, first + N) of `sequence` (B x states*N x d) one by one, each from
   // the head given the backbone's features at the token before it.
-  void generate_state(const ModuleSet& modules, torch::Tensor& sequence, int64_t first,
-                      const std::vector<int64_t>& sample_shape, double t, double h, const torch::Tensor& labels,
-                      int64_t head_steps, torch::Generator& gen) const;
+  void generate_state(const ModuleSet& modules, torch::Tensor& sequence, int64_t first, double t, double h,
+                      const torch::Tensor& labels, int64_t head_steps, torch::Generator& gen) const;
   // The head's loss for the tokens [first, first + count) of `sequence` given the features.
   torch::Tensor head_loss(const ModuleSet& modules, const torch::Tensor& sequence, const torch::Tensor& features,
                           int64_t first, int64_t count, torch::Generator& gen) const;

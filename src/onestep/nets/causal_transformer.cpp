@@ -2,6 +2,7 @@
 #include "onestep/nets/causal_transformer.h"
 
 #include <cmath>
+#include <stdexcept>
 
 #include "onestep/core/error.h"
 #include "onestep/nets/layers.h"
@@ -21,11 +22,24 @@ class CausalBlockImpl : public torch::nn::Module {
     fc2_ = register_module("fc2", torch::nn::Linear(hidden, width));
   }
 
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
+  // x: B x N x width. With `keys` and `values` (B x heads x L x d, or undefined for L = 0), the
+  // tokens of x come after L cached ones and attend to them too; their own keys and values are
+  // appended. `mask` is N x (L + N), additive.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, torch::Tensor* keys = nullptr,
+                        torch::Tensor* values = nullptr) {
     const int64_t b = x.size(0), n = x.size(1), width = x.size(2);
     // B x N x 3 x heads x d -> 3 x B x heads x N x d.
     const auto qkv = qkv_(layer_norm(x)).reshape({b, n, 3, heads_, width / heads_}).permute({2, 0, 3, 1, 4});
-    const auto out = x + proj_(attention(qkv[0], qkv[1], qkv[2], mask).transpose(1, 2).reshape({b, n, width}));
+    auto k = qkv[1], v = qkv[2];
+    if (keys != nullptr) {
+      if (keys->defined()) {
+        k = torch::cat({*keys, k}, 2);
+        v = torch::cat({*values, v}, 2);
+      }
+      *keys = k;
+      *values = v;
+    }
+    const auto out = x + proj_(attention(qkv[0], k, v, mask).transpose(1, 2).reshape({b, n, width}));
     return out + fc2_(torch::gelu(fc1_(layer_norm(out)), "tanh"));
   }
 
@@ -121,6 +135,20 @@ torch::Tensor CausalTransformerImpl::forward(const NetInput& input) {
   if (!images_) return x.reshape(out_shape);
   const int64_t p = options_.patch_size, rows = z.size(2) / p, cols = z.size(3) / p;
   return x.reshape({b, rows, cols, p, p, spec().out_shape[0]}).permute({0, 5, 1, 3, 2, 4}).reshape(out_shape);
+}
+
+torch::Tensor CausalTransformerImpl::decode(const NetInput& input, KeyValueCache& cache) {
+  const int64_t begin = cache.length(), count = input.z.size(1);
+  if (begin + count > position_.size(1))
+    throw std::logic_error("causal: decoding past the network's " + std::to_string(position_.size(1)) + " tokens");
+  auto x = input_(input.z) + position_.slice(1, begin, begin + count) + conditions_.sum(input).unsqueeze(1);
+  // New token i sits at position begin + i and sees every position up to its own.
+  const auto mask = torch::full({count, begin + count}, -1e9, x.options()).triu(begin + 1);
+  cache.keys.resize(blocks_->size());
+  cache.values.resize(blocks_->size());
+  for (size_t i = 0; i < blocks_->size(); ++i)
+    x = blocks_->ptr(i)->as<CausalBlockImpl>()->forward(x, mask, &cache.keys[i], &cache.values[i]);
+  return output_(layer_norm(x));
 }
 
 }  // namespace onestep

@@ -7,7 +7,8 @@
 // pre-norm blocks x + attention(LN(x)) under a causal mask, x + MLP(LN(x)), a final LN and a
 // linear map to each token's outputs: the output of token k depends on tokens 0..k only.
 // Output: points B x (N * f) (token k's f values at k*f..), images B x C_out x H x W (as dit).
-// Attention is matmul + softmax, so forward-mode AD works through the whole network.
+// Attention is matmul + softmax, so forward-mode AD works through the whole network. Sampling
+// decodes token by token with a key-value cache (decode).
 #pragma once
 
 #include "onestep/nets/embeddings.h"
@@ -25,6 +26,12 @@ struct CausalTransformerOptions {
   static const OptionSchema<CausalTransformerOptions>& schema();
 };
 
+// The keys and values of the tokens decoded so far, per block (B x heads x length x d).
+struct KeyValueCache {
+  std::vector<torch::Tensor> keys, values;
+  int64_t length() const { return keys.empty() || !keys.front().defined() ? 0 : keys.front().size(2); }
+};
+
 class CausalTransformerImpl : public NetworkImpl {
  public:
   CausalTransformerImpl(const NetSpec& spec, const CausalTransformerOptions& options);
@@ -32,6 +39,12 @@ class CausalTransformerImpl : public NetworkImpl {
   std::vector<torch::Tensor> output_parameters() override { return {output_->weight, output_->bias}; }
   // Tokens of z (B x N x values per token), in the order the network reads them.
   torch::Tensor tokens(const torch::Tensor& z) const;
+  // Decoding with a key-value cache: input.z holds the next tokens (B x M x values per token,
+  // as tokens() lays them out) at positions cache.length() .. + M, which the call appends to
+  // `cache`; t, h and the class are the conditions of the whole sequence. Returns their
+  // outputs, B x M x outputs per token: what forward() gives at those positions, at the cost of
+  // M tokens instead of the whole sequence.
+  torch::Tensor decode(const NetInput& input, KeyValueCache& cache);
 
  private:
   CausalTransformerOptions options_;

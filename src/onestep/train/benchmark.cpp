@@ -17,6 +17,7 @@
 
 #include "onestep/core/compat.h"
 #include "onestep/core/error.h"
+#include "onestep/core/runtime.h"
 #include "onestep/methods/linear_path.h"
 #include "onestep/train/trainer.h"
 #include "onestep/train/training_state.h"
@@ -115,6 +116,7 @@ nlohmann::ordered_json run_benchmark(const Config& config, const BenchOptions& o
   report["batch"] = batch;
   report["device"] = device.str();
   report["threads"] = at::get_num_threads();
+  report["blas_threads"] = blas_threads();
   report["warmup"] = options.warmup;
   report["iters"] = options.iters;
 

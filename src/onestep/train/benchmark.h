@@ -21,7 +21,7 @@ struct BenchOptions {
   int64_t iters = 20;  // timed repetitions of each measurement
 };
 
-// Benchmarks `config` (intra-op threads already set) and returns the report.
+// Benchmarks `config` (threads already set: set_threads) and returns the report.
 nlohmann::ordered_json run_benchmark(const Config& config, const BenchOptions& options);
 
 }  // namespace onestep

@@ -18,7 +18,7 @@ struct EncoderTrainOptions {
   int64_t batch_size = 128;
   double lr = 1e-3;
   uint64_t seed = 0;
-  int threads = 1;  // intra-op threads; 0 = all cores
+  int threads = 1;  // CPU threads (set_threads); 0 = all cores
 };
 
 // The command line that reproduces a training run, as recorded in the weights' metadata.

@@ -16,7 +16,7 @@ struct EvaluatorTrainOptions {
   double lr = 2e-3;
   uint64_t seed = 0;
   std::string out;
-  int threads = 1;  // intra-op threads; 0 = all cores
+  int threads = 1;  // CPU threads (set_threads); 0 = all cores
 };
 
 // The command line that reproduces a training run, as recorded in the weights' metadata:

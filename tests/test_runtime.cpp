@@ -1,0 +1,115 @@
+// Tests of the runtime setup: CPU threads, OpenBLAS's own pool and OpenMP's wait policy included.
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "onestep/core/runtime.h"
+#include "test_support.h"
+
+namespace onestep {
+namespace {
+
+double cpu_seconds(int who) {
+  rusage usage{};
+  getrusage(who, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1e-6 * (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+// Saves and restores an environment variable.
+class SavedVariable {
+ public:
+  explicit SavedVariable(const char* name) : name_(name) {
+    const char* value = std::getenv(name);
+    if (value != nullptr) value_ = value;
+    had_ = value != nullptr;
+  }
+  ~SavedVariable() {
+    if (had_) {
+      setenv(name_, value_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::string value_;
+  bool had_ = false;
+};
+
+// Clears OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY for each test, then restores them and one thread.
+class RuntimeThreads : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    set_ = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (set_ == nullptr) GTEST_SKIP() << "this LibTorch does not use OpenBLAS";
+    unsetenv("OPENBLAS_NUM_THREADS");
+    unsetenv("OMP_WAIT_POLICY");
+  }
+  void TearDown() override {
+    if (set_ != nullptr) set_threads(1);
+  }
+  SavedVariable blas_variable_{"OPENBLAS_NUM_THREADS"}, wait_variable_{"OMP_WAIT_POLICY"};
+  void (*set_)(int) = nullptr;
+};
+
+TEST_F(RuntimeThreads, MatrixProductsFollowTheThreadsWhereIdleWorkersSleep) {
+  set_(2);  // OpenBLAS's default on a multi-core machine
+  EXPECT_EQ(set_threads(2), 2);
+  EXPECT_EQ(blas_threads(), 1) << "OpenMP's workers spin when idle: the products stay on the calling thread";
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  set_threads(2);
+  EXPECT_EQ(blas_threads(), 2);
+  set_threads(1);
+  EXPECT_EQ(blas_threads(), 1);
+
+  // The behaviour, not the setting: on one thread, the CPU time of a run of matrix products
+  // is the calling thread's own, whatever the machine's load (OpenBLAS's threads would add
+  // CPU time beside it).
+  set_threads(1);
+  torch::manual_seed(0);
+  const auto a = torch::randn({512, 512});
+  const double self_before = cpu_seconds(RUSAGE_SELF), thread_before = cpu_seconds(RUSAGE_THREAD);
+  for (int i = 0; i < 40; ++i) torch::mm(a, a);
+  const double self = cpu_seconds(RUSAGE_SELF) - self_before, thread = cpu_seconds(RUSAGE_THREAD) - thread_before;
+  EXPECT_GT(thread, 0.0);
+  EXPECT_LT(self - thread, 0.25 * thread) << "process " << self << " s, calling thread " << thread << " s";
+  // And the products are right: against float64.
+  const auto b = torch::randn({64, 64}, torch::kFloat64);
+  EXPECT_TRUE(torch::allclose(torch::mm(b.to(torch::kFloat), b.to(torch::kFloat)).to(torch::kFloat64), torch::mm(b, b),
+                              1e-4, 1e-4));
+}
+
+TEST_F(RuntimeThreads, OpenBlasNumThreadsOverrides) {
+  set_(2);
+  setenv("OPENBLAS_NUM_THREADS", "2", 1);
+  set_threads(1);
+  EXPECT_EQ(blas_threads(), 2);
+}
+
+// The onestep command restarts itself with sleeping OpenMP workers, so its matrix products get
+// all its threads; a policy the user set is kept.
+TEST(RuntimeCommand, MatrixProductsGetTheThreadsOfTheCommand) {
+  if (dlsym(RTLD_DEFAULT, "openblas_set_num_threads") == nullptr) GTEST_SKIP() << "this LibTorch does not use OpenBLAS";
+  const auto threads_line = [](const std::string& environment) {
+    const auto result = testing_support::run_command(environment + " " ONESTEP_BINARY " info");
+    EXPECT_EQ(result.status, 0) << result.out;
+    const auto begin = result.out.find("threads: ");
+    return result.out.substr(begin, result.out.find('\n', begin) - begin);
+  };
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const std::string all = "threads: " + std::to_string(cores) + " (of " + std::to_string(cores) + " cores), ";
+  EXPECT_EQ(threads_line("env -u OMP_WAIT_POLICY -u OPENBLAS_NUM_THREADS"),
+            all + "matrix products on " + std::to_string(cores));
+  if (cores > 1) {
+    EXPECT_EQ(threads_line("env -u OPENBLAS_NUM_THREADS OMP_WAIT_POLICY=active"), all + "matrix products on 1");
+  }
+}
+
+}  // namespace
+}  // namespace onestep
