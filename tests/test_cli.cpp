@@ -96,6 +96,32 @@ TEST_F(Cli, BadCheckpointsExitWithStatus2) {
   expect_user_error("sample --ckpt " + path("run") + " --out " + path("s.npy") + " --class 3", {"--class"});
 }
 
+// eval.every scores the model during training (metrics.jsonl, report.html) without touching the
+// run: the losses equal those of a run without it.
+TEST_F(Cli, EvaluatesDuringTrainingWithoutChangingTheRun) {
+  const std::string args = "train " + kTiny + " data.name=8gaussians eval.nfe=1,2 ";
+  ASSERT_EQ(run(args + "--out " + path("plain")).status, 0);
+  const Result train = run(args + "eval.every=2 eval.every_num=150 --out " + path("scored"));
+  ASSERT_EQ(train.status, 0) << train.out;
+  EXPECT_NE(train.out.find("evaluation at step 4 against 150 held-out samples"), std::string::npos) << train.out;
+  EXPECT_EQ(losses(path("scored/metrics.jsonl")), losses(path("plain/metrics.jsonl")));
+  std::vector<int64_t> steps;
+  std::ifstream metrics(path("scored/metrics.jsonl"));
+  for (std::string line; std::getline(metrics, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (!record.contains("eval")) continue;
+    steps.push_back(record["step"].get<int64_t>());
+    ASSERT_EQ(record["eval"].size(), 2u) << line;
+    EXPECT_EQ(record["eval"][1]["nfe"], 2);
+    for (const char* metric : {"energy_distance", "w2", "precision", "recall", "coverage"})
+      EXPECT_TRUE(record["eval"][0][metric].is_number()) << metric << " in " << line;
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 4, 6}));  // 6: the final evaluation (eval.num)
+  std::ifstream report(path("scored/report.html"));
+  const std::string html((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(html.find("id='evaluations'"), std::string::npos);
+}
+
 TEST_F(Cli, SampleAndEvalFollowTheContract) {
   ASSERT_EQ(run("train " + kTiny + " data.name=8gaussians --out " + path("run")).status, 0);
   for (const char* file : {"config.toml", "checkpoint.safetensors", "metrics.jsonl", "samples.png", "report.html"})
@@ -222,10 +248,11 @@ TEST_F(Cli, ShippedImageConfigTrainsOnAUserImageFolder) {
   const std::string folder = "folder:" + path("pictures");
   const Result train = run("train -c " + std::string(ONESTEP_SOURCE_DIR) + "/configs/fmnist/meanflow.toml " +
                            "data.name=" + folder + " data.size=16 model.channels=8 " +
-                           "model.emb_dim=16 train.batch_size=4 train.steps=3 train.log_every=1 --out " +
+                           "model.emb_dim=16 train.batch_size=4 train.steps=3 train.log_every=1 eval.every=1 --out " +
                            path("run"));
   ASSERT_EQ(train.status, 0) << train.out;
-  EXPECT_NE(train.out.find("no evaluation at the end of training: data.name = '" + folder), std::string::npos)
+  EXPECT_NE(train.out.find("no evaluation during or at the end of training: data.name = '" + folder),
+            std::string::npos)
       << train.out;
   EXPECT_TRUE(fs::exists(path("run/samples.png")));
   const Result sample = run("sample --ckpt " + path("run") + " --num 4 --out " + path("rows.npy"));

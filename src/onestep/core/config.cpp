@@ -75,6 +75,10 @@ std::vector<KeySpec> build_general_keys() {
       string_key("eval.cache_dir", "", {}, "cache of reference image features (empty: ~/.cache/onestep)"),
       bool_key("eval.use_ema", true, "evaluate and sample with the EMA weights"),
       bool_key("eval.at_end", true, "evaluate at the end of training (written to metrics.jsonl and report.html)"),
+      int_key("eval.every", 0, 0, 1e12,
+              "steps between evaluations during training, at every eval.nfe on eval.every_num samples, written "
+              "to metrics.jsonl and report.html (0: none)"),
+      int_key("eval.every_num", 1000, 2, 1e9, "generated and held-out samples per metric of the evaluations during training"),
   };
 }
 

@@ -74,11 +74,14 @@ std::string loss_curve_svg(const std::vector<std::pair<double, double>>& points)
 void write_report(const std::string& path, const Config& config, const std::string& metrics_path,
                   const std::string& samples_path, const std::vector<EvalRow>& rows) {
   std::vector<std::pair<double, double>> loss_points;
+  std::vector<nlohmann::ordered_json> evaluations;  // the records of eval.every, before the last step
   std::ifstream metrics(metrics_path);
   for (std::string line; std::getline(metrics, line);) {
-    const auto record = nlohmann::json::parse(line, nullptr, false);
-    if (!record.is_discarded() && record.contains("loss"))
-      loss_points.emplace_back(record["step"].get<double>(), record["loss"].get<double>());
+    const auto record = nlohmann::ordered_json::parse(line, nullptr, false);
+    if (record.is_discarded()) continue;
+    if (record.contains("loss")) loss_points.emplace_back(record["step"].get<double>(), record["loss"].get<double>());
+    if (record.contains("eval") && record["step"].get<int64_t>() < config.get_int("train.steps"))
+      evaluations.push_back(record);
   }
   std::ostringstream html;
   html << "<!doctype html><html><head><meta charset='utf-8'><title>onestep run</title>"
@@ -94,6 +97,20 @@ void write_report(const std::string& path, const Config& config, const std::stri
       html << "<tr><td>" << row.nfe << "</td>";
       for (const auto& [name, value] : row.metrics) html << "<td>" << value << "</td>";
       html << "</tr>";
+    }
+    html << "</table>";
+  }
+  if (!evaluations.empty() && !evaluations.front()["eval"].empty()) {
+    html << "<h2>Evaluations during training (eval.every, " << config.get_int("eval.every_num")
+         << " samples)</h2><table id='evaluations'><tr><th>step</th>";
+    for (const auto& [name, value] : evaluations.front()["eval"][0].items()) html << "<th>" << name << "</th>";
+    html << "</tr>";
+    for (const auto& record : evaluations) {
+      for (const auto& result : record["eval"]) {
+        html << "<tr><td>" << record["step"].get<int64_t>() << "</td>";
+        for (const auto& [name, value] : result.items()) html << "<td>" << value.dump() << "</td>";
+        html << "</tr>";
+      }
     }
     html << "</table>";
   }

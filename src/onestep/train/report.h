@@ -1,7 +1,8 @@
-// report.html of a run: the final evaluation table, the loss curve (inline SVG from
-// metrics.jsonl), the latest sample picture (samples.png next to it, embedded as a data URL)
-// and the resolved config, in one self-contained static page (no script, no network). The
-// trainer rewrites it at every sample picture and checkpoint, and at the end with the table.
+// report.html of a run: the final evaluation table, the evaluations during training
+// (eval.every) and the loss curve (inline SVG), both from metrics.jsonl, the latest sample
+// picture (samples.png next to it, embedded as a data URL) and the resolved config, in one
+// self-contained static page (no script, no network). The trainer rewrites it at every sample
+// picture, evaluation and checkpoint, and at the end with the table.
 #pragma once
 
 #include <string>

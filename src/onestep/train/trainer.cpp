@@ -56,6 +56,9 @@ class Trainer {
   bool step_once(int64_t step, const StopSignalScope& signals);
   void log_record(int64_t step);
   void write_picture(int64_t step);
+  // Evaluates the model (eval.use_ema) on `num` samples at every eval.nfe, all processes
+  // together, and writes the record {"step", "eval"} to metrics.jsonl.
+  EvalReport evaluate_now(int64_t step, int64_t num);
   void save(int64_t step);
   // The evaluation sample slices of all processes, in rank order (SampleSharing::gather).
   torch::Tensor gather_slices(const torch::Tensor& slice, int64_t num);
@@ -184,6 +187,31 @@ void Trainer::write_picture(int64_t step) {
   write_png((out_dir_ / "samples.png").string(), picture);
 }
 
+EvalReport Trainer::evaluate_now(int64_t step, int64_t num) {
+  Config config = state_.config();
+  config.apply_override("eval.num=" + std::to_string(num));
+  // Every process samples its slice of the evaluation noise and scores all the samples.
+  const SampleSharing sharing{rank_, world_size_, [this](const torch::Tensor& slice, int64_t count) {
+                                return gather_slices(slice, count);
+                              }};
+  const bool use_ema = config.get_bool("eval.use_ema");
+  EvalReport report = evaluate(state_.method(), use_ema ? state_.ema().modules() : state_.modules(), state_.dataset(),
+                               config, state_.device(), group_ ? &sharing : nullptr);
+  if (writes()) {
+    std::printf("evaluation at step %lld against %lld held-out samples (%s weights%s):\n%s",
+                static_cast<long long>(step), static_cast<long long>(num), use_ema ? "EMA" : "raw",
+                group_ ? (", sampled by " + std::to_string(world_size_) + " processes").c_str() : "",
+                format_eval_table(report).c_str());
+    std::fflush(stdout);
+    nlohmann::ordered_json record;
+    record["step"] = step;
+    record["eval"] = nlohmann::ordered_json::parse(eval_json(report))["results"];
+    metrics_ << record.dump() << "\n";
+    metrics_.flush();
+  }
+  return report;
+}
+
 void Trainer::save(int64_t step) {
   // Every process hands its stream states to rank 0 (a collective: all processes save together).
   const std::vector<torch::Tensor> states = state_.stream_states();
@@ -247,6 +275,10 @@ void Trainer::run() {
   if (writes()) progress_.emplace(start_step_, steps_, log_every_);
   const int64_t sample_every = config.get_int("train.sample_every");
   const int64_t ckpt_every = config.get_int("train.ckpt_every");
+  const std::string unavailable = evaluation_unavailable(state_.dataset(), config);
+  const int64_t eval_every = unavailable.empty() ? config.get_int("eval.every") : 0;
+  if (writes() && !unavailable.empty() && (config.get_int("eval.every") > 0 || config.get_bool("eval.at_end")))
+    std::printf("no evaluation during or at the end of training: %s\n", unavailable.c_str());
   const StopSignalScope signals;
   for (int64_t step = start_step_; step < steps_; ++step) {
     const bool stop = step_once(step, signals);
@@ -254,9 +286,14 @@ void Trainer::run() {
     if (writes() && (done % log_every_ == 0 || done == steps_)) log_record(done);
     const bool picture = sample_every > 0 && done % sample_every == 0 && done != steps_;
     const bool checkpoint = ckpt_every > 0 && done % ckpt_every == 0 && done != steps_;
+    const bool evaluation = eval_every > 0 && done % eval_every == 0 && done != steps_;
     if (writes() && picture) write_picture(done);
+    if (evaluation) {
+      if (writes()) progress_->finish();  // the table goes below the progress line
+      evaluate_now(done, config.get_int("eval.every_num"));
+    }
     if (checkpoint) save(done);
-    if (writes() && (picture || checkpoint)) write_run_report();
+    if (writes() && (picture || checkpoint || evaluation)) write_run_report();
     if (stop && done != steps_) {
       save(done);
       if (writes()) {
@@ -280,29 +317,7 @@ void Trainer::run() {
     write_picture(steps_);
   }
   EvalReport report;
-  const std::string unavailable = evaluation_unavailable(state_.dataset(), config);
-  if (config.get_bool("eval.at_end") && !unavailable.empty()) {
-    if (writes()) std::printf("no evaluation at the end of training: %s\n", unavailable.c_str());
-  } else if (config.get_bool("eval.at_end")) {
-    // Every process samples its slice of the evaluation noise and scores all the samples.
-    const SampleSharing sharing{rank_, world_size_, [this](const torch::Tensor& slice, int64_t num) {
-                                  return gather_slices(slice, num);
-                                }};
-    const bool use_ema = config.get_bool("eval.use_ema");
-    report = evaluate(method, use_ema ? state_.ema().modules() : state_.modules(), state_.dataset(), config,
-                      state_.device(), group_ ? &sharing : nullptr);
-    if (writes()) {
-      std::printf("evaluation against %lld held-out samples (%s weights%s):\n%s",
-                  static_cast<long long>(config.get_int("eval.num")), use_ema ? "EMA" : "raw",
-                  group_ ? (", sampled by " + std::to_string(world_size_) + " processes").c_str() : "",
-                  format_eval_table(report).c_str());
-      nlohmann::ordered_json record;
-      record["step"] = steps_;
-      record["eval"] = nlohmann::ordered_json::parse(eval_json(report))["results"];
-      metrics_ << record.dump() << "\n";
-      metrics_.flush();
-    }
-  }
+  if (config.get_bool("eval.at_end") && unavailable.empty()) report = evaluate_now(steps_, config.get_int("eval.num"));
   if (!writes()) return;
   write_run_report(report.rows);
   std::printf("samples: %s\nreport:  %s\ncheckpoint: %s\n", (out_dir_ / "samples.png").string().c_str(),
