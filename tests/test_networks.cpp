@@ -247,7 +247,7 @@ TEST(Networks, ParameterGradientsAreDefinedAndFinite) {
 }
 
 TEST(Layers, FusedAndWrittenOutFormsAgree) {
-  // LayerNorm and softmax use LibTorch's fused kernels outside a WrittenOutLayers scope (which
+  // LayerNorm, softmax and attention use fused kernels outside a WrittenOutLayers scope (which
   // every JVP opens) and elementary ops inside one: the same values and gradients (float64).
   torch::manual_seed(5);
   const auto x = (torch::randn({4, 6, 9}, torch::kDouble) * 3).requires_grad_(true);
@@ -266,6 +266,20 @@ TEST(Layers, FusedAndWrittenOutFormsAgree) {
     EXPECT_FALSE(WrittenOutLayers::active());
     EXPECT_TRUE(torch::allclose(fused, written, 1e-12, 1e-12));
     EXPECT_TRUE(torch::allclose(fused_grad, written_grad, 1e-10, 1e-12));
+  }
+  // Attention (LibTorch 2.x: its fused kernel outside the scope), with and without a causal mask.
+  std::vector<torch::Tensor> qkv;
+  for (int i = 0; i < 3; ++i) qkv.push_back(torch::randn({2, 3, 5, 4}, torch::kDouble).requires_grad_(true));
+  const auto out_weights = torch::randn({2, 3, 5, 4}, torch::kDouble);
+  for (const auto& bias : {torch::Tensor(), causal_mask(5, qkv[0].options())}) {
+    const auto fused = attention(qkv[0], qkv[1], qkv[2], bias);
+    const auto fused_grads = torch::autograd::grad({(fused * out_weights).sum()}, qkv);
+    const WrittenOutLayers scope;
+    const auto written = attention(qkv[0], qkv[1], qkv[2], bias);
+    const auto written_grads = torch::autograd::grad({(written * out_weights).sum()}, qkv);
+    EXPECT_TRUE(torch::allclose(fused, written, 1e-12, 1e-12)) << "mask " << bias.defined();
+    for (int i = 0; i < 3; ++i)
+      EXPECT_TRUE(torch::allclose(fused_grads[i], written_grads[i], 1e-10, 1e-12)) << "mask " << bias.defined();
   }
 }
 

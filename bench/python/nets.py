@@ -1,7 +1,7 @@
 """The Python twin's networks: onestep's mlp, unet and dit (src/onestep/nets/*.cpp) in plain
 PyTorch, layer for layer, with the same parameter counts, initialisation rules and LayerNorm,
-RMSNorm and softmax (nets/layers.h: fused kernels, written out inside the JVP), so that both
-sides run the same operations.
+RMSNorm, softmax and attention (nets/layers.h: fused kernels, PyTorch 2.x's fused attention,
+written out inside the JVP), so that both sides run the same operations.
 Every network takes (z, t, h, c) with c the class labels (None: the null label)."""
 import math
 
@@ -36,6 +36,8 @@ def softmax_last(x):
 
 
 def attention(q, k, v):
+    if not forward_ad_active() and hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v)  # PyTorch 2.x's fused kernel, as onestep's on 2.x
     return torch.matmul(softmax_last(torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-2, -1))), v)
 
 

@@ -1,5 +1,5 @@
 // The one place where LibTorch versions differ (Debian's 1.13 CPU build and CUDA 2.x builds):
-// forward-mode AD levels and dual tensors, autocast (mixed precision), the version string
+// forward-mode AD levels and dual tensors, fused attention, autocast (mixed precision), the version string
 // printed by `onestep info`, and the construction of c10d's process groups (Gloo, NCCL).
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <torch/version.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -46,6 +47,23 @@ inline void allow_tf32(bool allowed) {
   at::globalContext().setFloat32MatmulPrecision(allowed ? "high" : "highest");
   at::globalContext().setAllowTF32CuDNN(allowed);
 }
+
+// Fused scaled dot-product attention, softmax(q k^T / sqrt(d) + bias) v in one operation
+// (LibTorch 2.x: flash and memory-efficient kernels where they apply, on CUDA and the CPU).
+// LibTorch 1.13 has none: kFusedAttention is false there and fused_attention must not be called.
+#if TORCH_VERSION_MAJOR >= 2
+constexpr bool kFusedAttention = true;
+inline torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                     const torch::Tensor& bias) {
+  return bias.defined() ? at::scaled_dot_product_attention(q, k, v, bias) : at::scaled_dot_product_attention(q, k, v);
+}
+#else
+constexpr bool kFusedAttention = false;
+inline torch::Tensor fused_attention(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                     const torch::Tensor&) {
+  throw std::logic_error("fused attention needs LibTorch 2.0 or later");
+}
+#endif
 
 // RAII scope that turns autocast to `dtype` on or off for one device type (CPU or CUDA) and
 // restores the previous state on exit. LibTorch 2.4 replaced the per-device setters of 1.13

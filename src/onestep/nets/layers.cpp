@@ -1,7 +1,9 @@
-// RMSNorm, LayerNorm, softmax and matmul + softmax attention with an optional causal mask (see layers.h).
+// RMSNorm, LayerNorm, softmax and attention with an optional causal mask (see layers.h).
 #include "onestep/nets/layers.h"
 
 #include <cmath>
+
+#include "onestep/core/compat.h"
 
 namespace onestep {
 namespace {
@@ -33,6 +35,7 @@ torch::Tensor softmax_last(const torch::Tensor& x) {
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& bias) {
+  if (compat::kFusedAttention && !WrittenOutLayers::active()) return compat::fused_attention(q, k, v, bias);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto scores = torch::matmul(q * scale, k.transpose(-2, -1));
   if (bias.defined()) scores = scores + bias;

@@ -8,15 +8,17 @@
 // softmax (logsumexp_jvp) multiplies a saved tensor in place ("modified by an inplace
 // operation"), and the double-backward JVP through the fused kernels gives parameter gradients
 // that disagree with forward mode (tests/test_networks.cpp). Elsewhere they use the fused
-// kernels (one kernel instead of five to seven, forward and backward). native_group_norm
-// (U-Net) passes these checks.
+// kernels (one kernel instead of five to seven, forward and backward), and attention is
+// LibTorch 2.x's fused kernel (compat::fused_attention; 1.13 has none: matmul + fused softmax).
+// native_group_norm (U-Net) passes these checks.
 #pragma once
 
 #include <torch/torch.h>
 
 namespace onestep {
 
-// RAII: while one is alive on this thread, layer_norm and softmax_last use elementary ops.
+// RAII: while one is alive on this thread, layer_norm, softmax_last and attention use
+// elementary ops.
 class WrittenOutLayers {
  public:
   WrittenOutLayers();
