@@ -99,7 +99,8 @@ TEST(Drifting, FieldIsAntiSymmetric) {
   EXPECT_GT(pq.v.abs().max().item<double>(), 0.5);
   EXPECT_TRUE(torch::allclose(qp.v, -pq.v, 0, 1e-5)) << (qp.v + pq.v).abs().max().item<double>();
   for (size_t i = 0; i < kTemperatures.size(); ++i)
-    EXPECT_NEAR(qp.raw_squared_norms[i], pq.raw_squared_norms[i], 1e-6 * pq.raw_squared_norms[i]);
+    EXPECT_NEAR(qp.raw_squared_norms[i].item<double>(), pq.raw_squared_norms[i].item<double>(),
+                1e-6 * pq.raw_squared_norms[i].item<double>());
   // Also with the generated samples among the negatives (self-masked) against 5-D data.
   const auto x5 = torch::randn({40, 5}, gen);
   const auto p5 = torch::randn({50, 5}, gen);
@@ -117,8 +118,9 @@ TEST(Drifting, IdenticalSetsGiveZeroField) {
   const auto different = drifting_field(x, p, q, kTemperatures);
   // The raw field (before the RMS normalisation, which would rescale rounding noise to 1).
   for (size_t i = 0; i < kTemperatures.size(); ++i) {
-    EXPECT_GT(different.raw_squared_norms[i], 1e-5);
-    EXPECT_LT(same.raw_squared_norms[i], 1e-10 * different.raw_squared_norms[i]) << "tau " << kTemperatures[i];
+    EXPECT_GT(different.raw_squared_norms[i].item<double>(), 1e-5);
+    EXPECT_LT(same.raw_squared_norms[i].item<double>(), 1e-10 * different.raw_squared_norms[i].item<double>())
+        << "tau " << kTemperatures[i];
   }
 }
 

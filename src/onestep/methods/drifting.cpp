@@ -153,6 +153,7 @@ DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positi
   // sum_j W+_ij y+_j = s-_i (A+ y+)_i and sum_j W+_ij = s-_i s+_i: W is never formed.
   DriftingField out;
   out.v = torch::zeros_like(xs);
+  std::vector<torch::Tensor> raw_squared_norms;  // left on the device: no host transfer per field
   for (const double tau : temperatures) {
     auto logits = normalised * (-1.0 / tau);
     const auto lse_row = torch::logsumexp(weighted ? logits + log_weights : logits, 2, true);
@@ -166,11 +167,12 @@ DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positi
     const auto v = attraction_scale == 1.0 && repulsion_scale == 1.0
                        ? attraction - repulsion
                        : attraction_scale * attraction - repulsion_scale * repulsion;
-    out.raw_squared_norms.push_back(v.pow(2).sum(2).mean().item<double>());
+    raw_squared_norms.push_back(v.pow(2).sum(2).mean().to(torch::kDouble));
     const auto rms = v.pow(2).mean({1, 2}, true).sqrt();
     out.v += v / rms.clamp_min(1e-30);
   }
   out.v = out.v.reshape(x.sizes());
+  out.raw_squared_norms = torch::stack(raw_squared_norms);
   return out;
 }
 
@@ -392,7 +394,7 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
                        static_cast<double>(options_.n_unc);
       negative_weights[g] = torch::cat({torch::ones({n_neg}, x.options()), torch::full({options_.n_unc}, w, x.options())});
     }
-  std::vector<double> raw(temperatures_.size(), 0.0);
+  auto raw = torch::zeros({static_cast<int64_t>(temperatures_.size())}, x.options().dtype(torch::kDouble));
   const double fields = static_cast<double>(groups * sets.size());
   LossOutput out;
   out.loss = torch::zeros({}, x.options());
@@ -417,12 +419,12 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
       const auto rows = field.v.transpose(0, 1);
       v.slice(0, g * n_neg, (g + 1) * n_neg)
           .copy_(gathered ? rows.slice(0, share_.rank * n_neg, (share_.rank + 1) * n_neg) : rows);
-      for (size_t i = 0; i < raw.size(); ++i) raw[i] += field.raw_squared_norms[i] / fields;
+      raw += field.raw_squared_norms / fields;
     }
     out.loss = out.loss + (features - (generated + v)).pow(2).sum(2).mean(1).mean();
   }
-  for (size_t i = 0; i < raw.size(); ++i)
-    out.parts["raw_v2_tau" + format_number(temperatures_[i])] = torch::tensor(raw[i], torch::kDouble);
+  for (size_t i = 0; i < temperatures_.size(); ++i)
+    out.parts["raw_v2_tau" + format_number(temperatures_[i])] = raw[static_cast<int64_t>(i)];
   return out;
 }
 

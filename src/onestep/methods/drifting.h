@@ -38,8 +38,8 @@ struct DriftingOptions {
 // batch").
 struct DriftingField {
   torch::Tensor v;                        // N x C: sum over temperatures of V_tau / rms(V_tau)
-  std::vector<double> raw_squared_norms;  // per temperature: mean over x of ||V_tau||^2 before
-                                          // normalisation, in the scaled coordinates
+  torch::Tensor raw_squared_norms;  // per temperature (float64, on x's device): mean over x of
+                                    // ||V_tau||^2 before normalisation, in the scaled coordinates
 };
 
 // The drifting field on generated samples x (N x C, or N x ... flattened) from positives (P x
