@@ -5,7 +5,6 @@
 
 #include <cstdio>
 #include <sstream>
-#include <utility>
 
 #include "onestep/core/config.h"
 #include "onestep/core/error.h"
@@ -75,13 +74,7 @@ double train_feature_encoder(const EncoderTrainOptions& options) {
   torch::manual_seed(options.seed);  // initial weights
   auto gen = at::detail::createCPUGenerator(options.seed);
   FeatureEncoder encoder(shape[0]);
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : encoder->named_parameters()) named.emplace_back(item.key(), item.value());
-  AdamOptions adam;
-  adam.lr = options.lr;
-  adam.weight_decay = kWeightDecay;
-  adam.decoupled = true;
-  Adam optimizer(std::move(named), adam);
+  Adam optimizer = adamw(*encoder, options.lr, kWeightDecay);
   const LearningRateSchedule schedule{options.lr, options.steps / 20, true, options.steps};
 
   std::printf("training the feature encoder: %lld steps of %lld images of %s\n", static_cast<long long>(options.steps),

@@ -5,7 +5,6 @@
 
 #include <cstdio>
 #include <sstream>
-#include <utility>
 #include <vector>
 
 #include "onestep/core/error.h"
@@ -73,13 +72,7 @@ double train_evaluator(const EvaluatorTrainOptions& options) {
   auto gen = at::detail::createCPUGenerator(options.seed);
   EvaluatorNet net;
 
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : net->named_parameters()) named.emplace_back(item.key(), item.value());
-  AdamOptions adam;
-  adam.lr = options.lr;
-  adam.weight_decay = kWeightDecay;
-  adam.decoupled = true;
-  Adam optimizer(std::move(named), adam);
+  Adam optimizer = adamw(*net, options.lr, kWeightDecay);
   const int64_t steps_per_epoch = std::max<int64_t>(1, kTrainImages / options.batch_size);
   const int64_t total_steps = options.epochs * steps_per_epoch;
   const LearningRateSchedule schedule{options.lr, steps_per_epoch / 2, true, total_steps};

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "onestep/core/error.h"
 
@@ -104,6 +105,16 @@ void Adam::load_state(const std::map<std::string, torch::Tensor>& state, const s
     squares[i].copy_(fetch(params_.named()[i].first + ".exp_avg_sq", squares[i]));
   }
   step_count_ = fetch("step", torch::zeros({1})).item<int64_t>();
+}
+
+Adam adamw(const torch::nn::Module& module, double lr, double weight_decay) {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : module.named_parameters()) named.emplace_back(item.key(), item.value());
+  AdamOptions options;
+  options.lr = lr;
+  options.weight_decay = weight_decay;
+  options.decoupled = true;
+  return Adam(std::move(named), options);
 }
 
 double LearningRateSchedule::at(int64_t step) const {

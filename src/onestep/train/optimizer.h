@@ -47,6 +47,10 @@ class Adam {
   int64_t step_count_ = 0;
 };
 
+// AdamW (decoupled weight decay) over every parameter of `module`, named as the module names
+// them: the optimizer of the evaluator's and the feature encoder's training.
+Adam adamw(const torch::nn::Module& module, double lr, double weight_decay);
+
 struct LearningRateSchedule {
   double lr = 1e-3;
   int64_t warmup = 0;
