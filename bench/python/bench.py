@@ -106,8 +106,9 @@ def peak_memory(device):
 
 
 def profile_steps(train_step, iters, device, path):
-    """Runs `iters` training steps under torch.profiler, writes its operator table to `path` and
-    returns the GPU kernel time per step in milliseconds (0 on the CPU)."""
+    """Runs `iters` training steps under torch.profiler, writes its operator table to `path`
+    (sorted by GPU time on CUDA, by CPU time on the CPU) and returns the GPU kernel time per step
+    in milliseconds (0 on the CPU)."""
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -117,8 +118,8 @@ def profile_steps(train_step, iters, device, path):
     events = prof.key_averages()
     # PyTorch 2.x names the device times self_device_time_total, 1.13 self_cuda_time_total.
     key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
-    with open(path, "w") as f:
-        f.write(events.table(sort_by=key, row_limit=25))
+    with open(path, "w") as f:  # on the CPU the operators' own CPU time
+        f.write(events.table(sort_by=key if device.type == "cuda" else "self_cpu_time_total", row_limit=25))
     # The kernels' own rows; older profilers attribute them to the launching operators instead.
     kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA] or events
     return sum(getattr(e, key) for e in kernels) / 1000.0 / iters
@@ -135,7 +136,7 @@ def main():
                         "(default: the onestep report's)")
     parser.add_argument("--json", help="write the report to this file instead of stdout")
     parser.add_argument("--profile", help="after the timed steps, run --iters more under torch.profiler and "
-                        "write its table of operators, by device time, to this file; the report gains "
+                        "write its table of operators, by device time (CPU time on the CPU), to this file; the report gains "
                         "profile_kernel_ms_per_step (GPU kernel time per step; 0 on the CPU)")
     parser.add_argument("overrides", nargs="*", help="config overrides section.key=value")
     try:
