@@ -4,10 +4,13 @@
 # scale MeanFlow's config folds into training), MeanFlow (configs/fmnist/meanflow.toml) with the
 # paper's adaptive weight p = 1 and with p = 0; same U-Net, batch and steps. METHODS adds the
 # other methods' Fashion-MNIST configs (tvm, dtm, artm, fhtm, drifting; drifting also sampled with
-# `method.cfg_scale=2`). Each run is evaluated with its config's eval.nfe and eval.num (FD, KID,
+# `method.cfg_scale=2`; drifting-npos8 and drifting-npos128 are its config with `method.n_pos` 8 and
+# 128, the N_pos curve beside the config's 32). Each run is evaluated with its config's eval.nfe and eval.num (FD, KID,
 # precision, recall, class accuracy against the held-out test split). ONESTEP_BIN overrides the
 # binary (default build/onestep), DEVICE the device (default cpu), JOBS the trainings run at once
-# (default 2), METHODS the runs (default "fm meanflow meanflow-p0").
+# (default 2), METHODS the runs (default "fm meanflow meanflow-p0"). TRAIN_SECONDS, when set, stops
+# each training after that many seconds (SIGTERM: it checkpoints the step reached and exits 0) and
+# evaluates that checkpoint; the evaluation's first line names the step.
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
@@ -19,14 +22,18 @@ bin=${ONESTEP_BIN:-build/onestep}
 device=${DEVICE:-cpu}
 jobs=${JOBS:-2}
 runs=${METHODS:-fm meanflow meanflow-p0}
+limit=()
+[ -n "${TRAIN_SECONDS:-}" ] && limit=(timeout "$TRAIN_SECONDS")
 mkdir -p "$out"
 
 train() {  # name, config, overrides...
   local name=$1 config=$2
   shift 2
   rm -rf "${out:?}/$name"
-  "$bin" train -c "configs/fmnist/$config.toml" eval.at_end=false train.device="$device" "$@" --out "$out/$name" \
-    > "$out/$name.train.log" 2>&1
+  local rc=0
+  "${limit[@]}" "$bin" train -c "configs/fmnist/$config.toml" eval.at_end=false train.device="$device" "$@" \
+    --out "$out/$name" > "$out/$name.train.log" 2>&1 || rc=$?
+  [ $rc -eq 0 ] || [ $rc -eq 124 ]  # 124: stopped by TRAIN_SECONDS, with its checkpoint written
 }
 evaluate() {  # eval name, run name, overrides...
   local name=$1 run=$2
@@ -41,9 +48,10 @@ for name in $runs; do
   config=$name overrides=
   case $name in
     meanflow-p0) config=meanflow overrides=method.adaptive_p=0 ;;
+    drifting-npos8 | drifting-npos128) config=drifting overrides=method.n_pos=${name#drifting-npos} ;;
     fm | drifting) guided+=("$name-cfg2") ;;
     meanflow | tvm | dtm | artm | fhtm) ;;
-    *) echo "fmnist-results: unknown run '$name' (fm, meanflow, meanflow-p0, tvm, dtm, artm, fhtm, drifting)" >&2; exit 2 ;;
+    *) echo "fmnist-results: unknown run '$name' (fm, meanflow, meanflow-p0, tvm, dtm, artm, fhtm, drifting, drifting-npos8, drifting-npos128)" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086  # overrides is a list
   { train "$name" "$config" $overrides && evaluate "$name" "$name" &&

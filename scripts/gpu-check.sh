@@ -13,11 +13,13 @@
 #   tests    ctest, 16 at a time, in the time left (the log has the output of any failure);
 # and, when named:
 #   speed    training steps/s of FM and MeanFlow on the U-Net, and of FM, MeanFlow and TVM on the
-#            DiT (GPU_CHECK_BATCHES, "64 256");
-#   results  scripts/fmnist-results.sh on CUDA, every run of METHODS at once (default "tvm drifting
-#            dtm artm fhtm": the tables still open; the FM and MeanFlow rows are in docs/results.md),
-#            cut at RESULTS_TIMEOUT seconds (default: the time left, less 30 s); the summary gets
-#            each run's tables, or its last log line where the cut came first.
+#            DiT (SPEED_MODELS, default "unet dit"; GPU_CHECK_BATCHES, default "64 256");
+#   results  scripts/fmnist-results.sh on CUDA, every run of METHODS at once (default "tvm dtm artm
+#            fhtm"; the drifting runs, "drifting drifting-npos8 drifting-npos128", need a call of
+#            their own: docs/benchmarks.md, ninth session); each training stops at the time left less
+#            EVAL_SECONDS (default 150) and its checkpoint is evaluated (TRAIN_SECONDS of that script:
+#            the evaluation names the step reached). Without `tests` among the parts, the test
+#            targets build meanwhile (niced), so that a next call on the warm machine can run them.
 # Needs the Debian .deb files of the header libraries in .deps/ (fetch them here with
 # `scripts/gpu-check.sh --fetch`). Writes OUT/summary.md and, with every log and result,
 # OUT/detail.tar.gz (the device machine returns at most 8 files, so the rest travels packed).
@@ -133,7 +135,7 @@ if has speed; then
   echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"
   # The DiT runs take each config without its [model] keys (the same plain DiT for every method:
   # TVM's step over FM's and MeanFlow's, issue 9).
-  for model in unet dit; do
+  for model in ${SPEED_MODELS:-unet dit}; do
     methods="fm meanflow"; [ "$model" = dit ] && methods="fm meanflow tvm"
     for method in $methods; do
       config="configs/fmnist/$method.toml" extra=()
@@ -158,17 +160,19 @@ fi
 # on one GPU are time-sliced (docs/benchmarks.md, third session).
 if has results; then
   start=$(date +%s)
-  methods=${METHODS:-tvm drifting dtm artm fhtm}
+  has tests || nice -n 19 timeout "$(( $(left) - 5 ))" cmake --build build-gpu -j 6 > "$detail/build-tests.log" 2>&1 &
+  methods=${METHODS:-tvm dtm artm fhtm}
   # shellcheck disable=SC2086  # methods is a list
   set -- $methods
-  DEVICE=cuda JOBS=$# METHODS="$methods" ONESTEP_BIN=build-gpu/onestep timeout "${RESULTS_TIMEOUT:-$(( $(left) > 60 ? $(left) - 30 : 30 ))}" \
-    scripts/fmnist-results.sh "$detail/fmnist" > "$detail/fmnist.log" 2>&1
+  DEVICE=cuda JOBS=$# METHODS="$methods" ONESTEP_BIN=build-gpu/onestep TRAIN_SECONDS=$(( $(left) - ${EVAL_SECONDS:-150} )) \
+    timeout "$(( $(left) - 10 ))" scripts/fmnist-results.sh "$detail/fmnist" > "$detail/fmnist.log" 2>&1
   fmnist_rc=$?
+  wait
   { echo; echo "## Fashion-MNIST runs on CUDA: $methods ($(( $(date +%s) - start )) s; exit $fmnist_rc)"
     cat "$detail/fmnist.log"
     for method in $methods; do
-      [ -f "$detail/fmnist/$method.eval.txt" ] && continue
-      echo "- $method, not evaluated; its last log line: $(tail -1 "$detail/fmnist/$method.train.log" 2> /dev/null)"
+      echo "- $method: $([ -f "$detail/fmnist/$method.eval.txt" ] || echo 'not evaluated; ')training log's end:"
+      tail -2 "$detail/fmnist/$method.train.log" 2> /dev/null | sed 's/^/    /'
     done; } >> "$summary"
 fi
 cat "$summary"

@@ -2,7 +2,8 @@
 // negates it) and vanishes for identical sets; a negative of weight w is w copies of it; the
 // production loss has gradient -2 V / N with respect to the generator output; on feature sets
 // each set's field is its own, the sets of the encoder have their closed forms, and the loss's
-// gradient goes through the encoder to the images (the encoder's weights get none); the feature
+// gradient goes through the encoder to the images (the encoder's weights get none), class
+// groups with CFG negatives each get their own field, batched or not; the feature
 // space follows the data and the committed encoder loads by its hash; the step's batch
 // has one group per class plus the CFG negatives; on 8gaussians a short run covers all 8 modes
 // with about equal mass at 1 NFE, also from a collapsed start (every output on one mode); the
@@ -254,6 +255,77 @@ TEST(Drifting, FeatureLossGradientGoesThroughTheEncoder) {
   EXPECT_GT(expected.abs().max().item<double>(), 0);
   EXPECT_TRUE(torch::allclose(net->out.grad(), expected, 1e-4, 1e-7)) << (net->out.grad() - expected).abs().max();
   for (const auto& p : encoder->parameters()) EXPECT_FALSE(p.grad().defined());
+}
+
+TEST(Drifting, LabelledGuidedStepIsEachGroupsOwnFieldWithAndWithoutGroupBatching) {
+  // Three class groups with CFG negatives (alpha fixed at 2: weight (2 - 1)(n_neg - 1) / n_unc),
+  // on the encoder's feature sets: the gradient is -2 sum_f J_f^T V_f / (rows F_f) with each
+  // group's and set's field computed alone, and the logged raw sizes are their mean; the same
+  // whether the step computes the groups one at a time or all in one batch.
+  const int64_t groups = 3, n_neg = 4, n_pos = 5, n_unc = 2;
+  auto gen = seeded(24);
+  const auto generated = torch::randn({groups * n_neg, 1, 8, 8}, gen);
+  const auto labels = torch::cat({torch::arange(groups).repeat_interleave(n_pos), torch::full({groups * n_unc}, groups)});
+  const Batch batch{torch::randn({groups * (n_pos + n_unc), 1, 8, 8}, gen), labels};
+  torch::manual_seed(3);
+  auto encoder = std::make_shared<FeatureEncoderImpl>(1);
+  for (auto& p : encoder->parameters()) p.set_requires_grad(false);
+  const FrozenModules frozen = {{"encoder", encoder}};
+
+  const auto x = generated.clone().requires_grad_(true);
+  const auto sets = drifting_feature_sets(x, encoder.get());
+  std::vector<std::pair<std::string, torch::Tensor>> positive_sets, unconditional_sets;
+  {
+    torch::NoGradGuard no_grad;
+    positive_sets = drifting_feature_sets(batch.x.slice(0, 0, groups * n_pos), encoder.get());
+    unconditional_sets = drifting_feature_sets(batch.x.slice(0, groups * n_pos), encoder.get());
+  }
+  const auto weights = torch::cat({torch::ones({n_neg}), torch::full({n_unc}, 1.0 * (n_neg - 1) / n_unc)});
+  auto dot = torch::zeros({});
+  auto raw = torch::zeros({3}, torch::kDouble);
+  for (size_t f = 0; f < sets.size(); ++f)
+    for (int64_t g = 0; g < groups; ++g) {
+      const auto own = sets[f].second.detach().slice(0, g * n_neg, (g + 1) * n_neg).transpose(0, 1);
+      const auto negatives =
+          torch::cat({own, unconditional_sets[f].second.slice(0, g * n_unc, (g + 1) * n_unc).transpose(0, 1)}, 1);
+      const auto positives = positive_sets[f].second.slice(0, g * n_pos, (g + 1) * n_pos).transpose(0, 1);
+      const auto field = drifting_field(own, positives, negatives, kTemperatures, weights, true);
+      const auto features = sets[f].second.slice(0, g * n_neg, (g + 1) * n_neg);
+      dot = dot + (features * field.v.transpose(0, 1)).sum() / static_cast<double>(groups * n_neg * features.size(1));
+      raw += field.raw_squared_norms.mean(1) / static_cast<double>(groups * sets.size());
+    }
+  const auto expected = -2.0 * torch::autograd::grad({dot}, {x})[0];
+  ASSERT_GT(expected.abs().max().item<double>(), 0);
+
+  for (const std::string batching : {"off", "on"}) {
+    auto method = make_drifting({"method.n_neg=4", "method.n_pos=5", "method.n_unc=2", "method.cfg_min=2", "method.cfg_max=2",
+                                 "method.feature_space=encoder", "method.group_batching=" + batching});
+    auto net = std::make_shared<FixedOutput>(generated.clone(), groups);
+    ModuleSet modules;
+    modules.add("net", net);
+    const auto out = method.loss({modules, nullptr, &frozen, gen}, batch);
+    out.loss.backward();
+    EXPECT_TRUE(torch::allclose(net->out.grad(), expected, 1e-4, 1e-7))
+        << batching << ": " << (net->out.grad() - expected).abs().max();
+    for (int64_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(out.parts.at("raw_v2_tau" + format_number(kTemperatures[i])).item<double>(), raw[i].item<double>(),
+                  1e-5 * raw[i].item<double>())
+          << batching;
+  }
+  // With a guidance alpha drawn per group (so weights differ between groups), batching changes
+  // nothing either.
+  std::vector<torch::Tensor> gradients;
+  for (const std::string batching : {"off", "on"}) {
+    auto method = make_drifting({"method.n_neg=4", "method.n_pos=5", "method.n_unc=2", "method.cfg_max=3",
+                                 "method.feature_space=encoder", "method.group_batching=" + batching});
+    auto net = std::make_shared<FixedOutput>(generated.clone(), groups);
+    ModuleSet modules;
+    modules.add("net", net);
+    auto draws = seeded(25);
+    method.loss({modules, nullptr, &frozen, draws}, batch).loss.backward();
+    gradients.push_back(net->out.grad());
+  }
+  EXPECT_TRUE(torch::allclose(gradients[1], gradients[0], 1e-4, 1e-7)) << (gradients[1] - gradients[0]).abs().max();
 }
 
 TEST(Drifting, FeatureSpaceFollowsTheDataAndTheShippedEncoderLoads) {

@@ -178,7 +178,7 @@ inline bool wait_for_lines(const std::string& path, size_t lines, std::chrono::s
 // A "network" whose output is a trainable tensor (N x 2 points, or N x C x H x W images),
 // whatever its input: a drifting generator whose samples a test sets.
 struct FixedOutput : NetworkImpl {
-  explicit FixedOutput(torch::Tensor value) : NetworkImpl({{32}, {2}, 0}) {
+  explicit FixedOutput(torch::Tensor value, int64_t num_classes = 0) : NetworkImpl({{32}, {2}, num_classes}) {
     out = register_parameter("out", std::move(value));
   }
   torch::Tensor forward(const NetInput&) override { return out; }

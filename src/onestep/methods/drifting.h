@@ -31,15 +31,17 @@ struct DriftingOptions {
   std::string feature_space = "auto";  // raw | encoder | auto (encoder for images, raw for points)
   std::string encoder;                 // weights of `onestep encoder train` ("": the shipped one)
   std::string encoder_sha256;          // their expected SHA-256 ("": the shipped file's)
+  std::string group_batching = "auto";  // on | off | auto (on for CUDA): all class groups' fields in one call
   static const OptionSchema<DriftingOptions>& schema();
 };
 
 // The drifting field and its raw size, as computed on one group (spec §5 "As computed on a
 // batch").
 struct DriftingField {
-  torch::Tensor v;                        // N x C: sum over temperatures of V_tau / rms(V_tau)
-  torch::Tensor raw_squared_norms;  // per temperature (float64, on x's device): mean over x of
-                                    // ||V_tau||^2 before normalisation, in the scaled coordinates
+  torch::Tensor v;                  // x's shape: sum over temperatures of V_tau / rms(V_tau)
+  torch::Tensor raw_squared_norms;  // temperatures x B (B = 1 for 2-D x; float64, on x's device):
+                                    // per set, the mean over x of ||V_tau||^2 before
+                                    // normalisation, in the scaled coordinates
 };
 
 // The drifting field on generated samples x (N x C, or N x ... flattened) from positives (P x
@@ -53,9 +55,9 @@ struct DriftingField {
 //    targets, column: over x); W+ = A+ * sum A-, W- = A- * sum A+ (row sums);
 //    V = sum W+ y+ - sum W- y- - (sum W+ - sum W-) x; each V_tau divided by its root-mean-
 //    square (over all entries) and summed over tau.
-// `negative_weights` (M, or undefined: all 1) weighs each negative as that many copies of it
-// (the row softmax counts it w times, A scales by w); a weight of 0 removes it. Swapping
-// positives and negatives (unit weights, no mask) negates V. For the anti-symmetry ablation
+// `negative_weights` (M, B x M for a weight per set, or undefined: all 1) weighs each negative
+// as that many copies of it (the row softmax counts it w times, A scales by w); a weight of 0
+// removes it. Swapping positives and negatives (unit weights, no mask) negates V. For the anti-symmetry ablation
 // `attraction_scale` multiplies the attraction term (sum W+ y+ - sum W+ x) and
 // `repulsion_scale` the repulsion term (sum W- y- - sum W- x).
 DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positives, const torch::Tensor& negatives,
