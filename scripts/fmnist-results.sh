@@ -9,8 +9,10 @@
 # precision, recall, class accuracy against the held-out test split). ONESTEP_BIN overrides the
 # binary (default build/onestep), DEVICE the device (default cpu), JOBS the trainings run at once
 # (default 2), METHODS the runs (default "fm meanflow meanflow-p0"). TRAIN_SECONDS, when set, stops
-# each training after that many seconds (SIGTERM: it checkpoints the step reached and exits 0) and
-# evaluates that checkpoint; the evaluation's first line names the step.
+# each training after that many seconds (SIGTERM: it checkpoints the step reached and exits 0); a
+# run stopped short of its steps is not evaluated (its EMA weights would still hold much of the
+# initialisation), and with RESUME=1 the next call continues it (`onestep train --resume`)
+# instead of starting afresh.
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
@@ -26,14 +28,18 @@ limit=()
 [ -n "${TRAIN_SECONDS:-}" ] && limit=(timeout "$TRAIN_SECONDS")
 mkdir -p "$out"
 
-train() {  # name, config, overrides...
+train() {  # name, config, overrides...; fails for a run stopped short of its steps
   local name=$1 config=$2
   shift 2
-  rm -rf "${out:?}/$name"
-  local rc=0
-  "${limit[@]}" "$bin" train -c "configs/fmnist/$config.toml" eval.at_end=false train.device="$device" "$@" \
-    --out "$out/$name" > "$out/$name.train.log" 2>&1 || rc=$?
-  [ $rc -eq 0 ] || [ $rc -eq 124 ]  # 124: stopped by TRAIN_SECONDS, with its checkpoint written
+  local start=(-c "configs/fmnist/$config.toml" "$@" --out "$out/$name")
+  if [ "${RESUME:-0}" = 1 ] && [ -f "$out/$name/checkpoint.safetensors" ]; then
+    start=(--resume "$out/$name")
+  else
+    rm -rf "${out:?}/$name"
+    : > "$out/$name.train.log"
+  fi
+  "${limit[@]}" "$bin" train "${start[@]}" eval.at_end=false train.device="$device" >> "$out/$name.train.log" 2>&1 &&
+    ! grep -q '^stopped by a signal' <(tail -n 3 "$out/$name.train.log")
 }
 evaluate() {  # eval name, run name, overrides...
   local name=$1 run=$2
@@ -62,6 +68,7 @@ done
 wait || true
 
 for f in "$out"/*.eval.txt; do
+  [ -f "$f" ] || continue
   echo "== $(basename "$f" .eval.txt)"
   grep -v '^{' "$f"
 done

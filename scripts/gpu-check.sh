@@ -14,12 +14,13 @@
 # and, when named:
 #   speed    training steps/s of FM and MeanFlow on the U-Net, and of FM, MeanFlow and TVM on the
 #            DiT (SPEED_MODELS, default "unet dit"; GPU_CHECK_BATCHES, default "64 256");
-#   results  scripts/fmnist-results.sh on CUDA, every run of METHODS at once (default "tvm dtm artm
-#            fhtm"; the drifting runs, "drifting drifting-npos8 drifting-npos128", need a call of
-#            their own: docs/benchmarks.md, ninth session); each training stops at the time left less
-#            EVAL_SECONDS (default 150) and its checkpoint is evaluated (TRAIN_SECONDS of that script:
-#            the evaluation names the step reached). Without `tests` among the parts, the test
-#            targets build meanwhile (niced), so that a next call on the warm machine can run them.
+#   results  scripts/fmnist-results.sh on CUDA, every run of METHODS at once (default "dtm fhtm";
+#            TVM alone and the drifting runs, "drifting drifting-npos8 drifting-npos128", each need
+#            a call of their own: docs/benchmarks.md, ninth session), in runs/gpu-fmnist. Each
+#            training stops at the time left less EVAL_SECONDS (default 150); a finished one is
+#            evaluated, one stopped short keeps its checkpoint and the next call on the warm machine
+#            continues it (RESUME=1 of that script). Without `tests` among the parts, the test
+#            targets build meanwhile (niced), so that a next call can run them.
 # Needs the Debian .deb files of the header libraries in .deps/ (fetch them here with
 # `scripts/gpu-check.sh --fetch`). Writes OUT/summary.md and, with every log and result,
 # OUT/detail.tar.gz (the device machine returns at most 8 files, so the rest travels packed).
@@ -161,18 +162,20 @@ fi
 if has results; then
   start=$(date +%s)
   has tests || nice -n 19 timeout "$(( $(left) - 5 ))" cmake --build build-gpu -j 6 > "$detail/build-tests.log" 2>&1 &
-  methods=${METHODS:-tvm dtm artm fhtm}
+  methods=${METHODS:-dtm fhtm}
   # shellcheck disable=SC2086  # methods is a list
   set -- $methods
-  DEVICE=cuda JOBS=$# METHODS="$methods" ONESTEP_BIN=build-gpu/onestep TRAIN_SECONDS=$(( $(left) - ${EVAL_SECONDS:-150} )) \
-    timeout "$(( $(left) - 10 ))" scripts/fmnist-results.sh "$detail/fmnist" > "$detail/fmnist.log" 2>&1
+  DEVICE=cuda JOBS=$# METHODS="$methods" ONESTEP_BIN=build-gpu/onestep RESUME=1 \
+    TRAIN_SECONDS=$(( $(left) - ${EVAL_SECONDS:-150} )) timeout "$(( $(left) - 10 ))" \
+    scripts/fmnist-results.sh runs/gpu-fmnist > "$detail/fmnist.log" 2>&1
   fmnist_rc=$?
   wait
+  (cd runs && tar cf - --exclude='*.safetensors' gpu-fmnist) | tar xf - -C "$detail"
   { echo; echo "## Fashion-MNIST runs on CUDA: $methods ($(( $(date +%s) - start )) s; exit $fmnist_rc)"
     cat "$detail/fmnist.log"
     for method in $methods; do
-      echo "- $method: $([ -f "$detail/fmnist/$method.eval.txt" ] || echo 'not evaluated; ')training log's end:"
-      tail -2 "$detail/fmnist/$method.train.log" 2> /dev/null | sed 's/^/    /'
+      echo "- $method: $([ -f "runs/gpu-fmnist/$method.eval.txt" ] || echo 'not evaluated; ')training log's end:"
+      tail -2 "runs/gpu-fmnist/$method.train.log" 2> /dev/null | sed 's/^/    /'
     done; } >> "$summary"
 fi
 cat "$summary"
