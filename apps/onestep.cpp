@@ -24,6 +24,7 @@
 #include "onestep/train/benchmark.h"
 #include "onestep/train/checkpoint.h"
 #include "onestep/train/distributed.h"
+#include "onestep/train/ema.h"
 #include "onestep/train/encoder_training.h"
 #include "onestep/train/evaluator_training.h"
 #include "onestep/train/launch.h"
@@ -69,6 +70,14 @@ LoadedModel load_model(const std::string& path, const std::vector<std::string>& 
   model.modules.to(model.device);
   model.modules.train(false);
   return model;
+}
+
+// "EMA weights" (with the initial weights' share where it is large: an early checkpoint's EMA
+// looks undertrained), or "raw weights".
+std::string weights_used(const LoadedModel& model, bool raw) {
+  if (raw) return "raw weights";
+  return "EMA weights" + ema_initial_share_note(model.checkpoint.config.get_float("train.ema_decay"),
+                                                model.checkpoint.step);
 }
 
 int run_train(const std::string& config_file, const std::string& out_dir, const std::string& resume_dir,
@@ -138,7 +147,8 @@ int run_sample(const std::string& ckpt, int64_t nfe, int64_t num, int64_t seed, 
   } else {
     write_png(out, render_sample_picture(torch::Tensor(), {{model.method->name() + ", " + nfe_text, samples}}, columns));
   }
-  std::printf("wrote %lld samples (%s) to %s\n", static_cast<long long>(num), nfe_text.c_str(), out.c_str());
+  std::printf("wrote %lld samples (%s, %s) to %s\n", static_cast<long long>(num), nfe_text.c_str(),
+              weights_used(model, raw).c_str(), out.c_str());
   return 0;
 }
 
@@ -151,9 +161,9 @@ int run_eval(const std::string& ckpt, const std::string& nfe_list, int64_t num, 
   const Config& config = model.checkpoint.config;
   auto dataset = make_dataset(config);
   const auto report = evaluate(*model.method, model.modules, *dataset, config, model.device);
-  std::printf("%s at step %lld on %s, %lld held-out samples, %s weights\n", model.method->name().c_str(),
+  std::printf("%s at step %lld on %s, %lld held-out samples, %s\n", model.method->name().c_str(),
               static_cast<long long>(model.checkpoint.step), dataset->describe().c_str(),
-              static_cast<long long>(config.get_int("eval.num")), raw ? "raw" : "EMA");
+              static_cast<long long>(config.get_int("eval.num")), weights_used(model, raw).c_str());
   std::printf("%s%s\n", format_eval_table(report).c_str(), eval_json(report).c_str());
   return 0;
 }

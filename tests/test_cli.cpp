@@ -96,14 +96,19 @@ TEST_F(Cli, BadCheckpointsExitWithStatus2) {
   expect_user_error("sample --ckpt " + path("run") + " --out " + path("s.npy") + " --class 3", {"--class"});
 }
 
-// eval.every scores the model during training (metrics.jsonl, report.html) without touching the
-// run: the losses equal those of a run without it.
+// eval.every scores the model during training (metrics.jsonl, report.html, each with the share of
+// the initial weights still in the EMA) without touching the run: the losses equal those of a run
+// without it.
 TEST_F(Cli, EvaluatesDuringTrainingWithoutChangingTheRun) {
   const std::string args = "train " + kTiny + " data.name=8gaussians eval.nfe=1,2 ";
   ASSERT_EQ(run(args + "--out " + path("plain")).status, 0);
   const Result train = run(args + "eval.every=2 eval.every_num=150 --out " + path("scored"));
   ASSERT_EQ(train.status, 0) << train.out;
-  EXPECT_NE(train.out.find("evaluation at step 4 against 150 held-out samples"), std::string::npos) << train.out;
+  // At step 4 the EMA (decay 0.999) is still 99.6% the initial weights, and says so.
+  EXPECT_NE(train.out.find("evaluation at step 4 against 150 held-out samples (EMA weights, still 100% the initial "
+                           "weights)"),
+            std::string::npos)
+      << train.out;
   EXPECT_EQ(losses(path("scored/metrics.jsonl")), losses(path("plain/metrics.jsonl")));
   std::vector<int64_t> steps;
   std::ifstream metrics(path("scored/metrics.jsonl"));
@@ -120,6 +125,8 @@ TEST_F(Cli, EvaluatesDuringTrainingWithoutChangingTheRun) {
   std::ifstream report(path("scored/report.html"));
   const std::string html((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
   EXPECT_NE(html.find("id='evaluations'"), std::string::npos);
+  EXPECT_NE(html.find("<th>initial weights in the EMA</th>"), std::string::npos);
+  EXPECT_NE(html.find("<tr><td>2</td><td>100%</td>"), std::string::npos);
 }
 
 TEST_F(Cli, SampleAndEvalFollowTheContract) {

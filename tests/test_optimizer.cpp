@@ -1,6 +1,6 @@
 // Our Adam/AdamW against LibTorch's own implementations (an independent oracle), in float64
 // (whole-buffer operations) and float32 (the fused CPU pass); flat parameter storage; the
-// warm-up schedule, gradient clipping and the EMA closed form.
+// warm-up schedule, gradient clipping and the EMA closed form (and the initial weights' share).
 #include <gtest/gtest.h>
 
 #include "onestep/core/config.h"
@@ -135,4 +135,9 @@ TEST(Ema, FollowsTheClosedForm) {
   const auto averaged = ema.modules().parameters();
   ASSERT_EQ(averaged.size(), expected.size());
   for (size_t i = 0; i < averaged.size(); ++i) EXPECT_TRUE(torch::allclose(averaged[i], expected[i], 1e-5, 1e-6)) << i;
+  // The initial weights' share that the notes report: with live = initial + 1 (`initial` holds the
+  // live tensors, now moved), shadow = live - share.
+  EXPECT_NEAR(ema_initial_share(0.9, 5), (initial[0] - averaged[0]).mean().item<double>(), 1e-5);
+  EXPECT_EQ(ema_initial_share_note(0.999, 473), ", still 62% the initial weights");
+  EXPECT_EQ(ema_initial_share_note(0.999, 3000), "");
 }

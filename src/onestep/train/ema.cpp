@@ -1,7 +1,17 @@
 // EMA of module weights (see ema.h).
 #include "onestep/train/ema.h"
 
+#include <cmath>
+
 namespace onestep {
+
+double ema_initial_share(double decay, int64_t updates) { return std::pow(decay, static_cast<double>(updates)); }
+
+std::string ema_initial_share_note(double decay, int64_t updates) {
+  const double share = ema_initial_share(decay, updates);
+  if (share <= 0.1) return "";
+  return ", still " + std::to_string(std::lround(100 * share)) + "% the initial weights";
+}
 
 void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {
   torch::NoGradGuard no_grad;

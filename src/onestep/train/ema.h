@@ -25,6 +25,13 @@ class Ema {
   double decay_;
 };
 
+// The share of the initial weights left in an EMA of `decay` after `updates` updates, decay^updates
+// (the shadow starts as a copy of them): 62% at step 473 for decay 0.999, 5% at step 3,000.
+double ema_initial_share(double decay, int64_t updates);
+// ", still N% the initial weights" where that share is above 10% (early evaluations and samples
+// of EMA weights look undertrained for that reason), else "".
+std::string ema_initial_share_note(double decay, int64_t updates);
+
 // Copies parameters and buffers of `from` into `to` (same architecture).
 void copy_weights(const torch::nn::Module& from, torch::nn::Module& to);
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "onestep/core/file_io.h"
+#include "onestep/train/ema.h"
 
 namespace onestep {
 namespace {
@@ -101,13 +102,19 @@ void write_report(const std::string& path, const Config& config, const std::stri
     html << "</table>";
   }
   if (!evaluations.empty() && !evaluations.front()["eval"].empty()) {
+    // With EMA weights, the share of the initial weights they still hold: why early rows look worse.
+    const bool ema = config.get_bool("eval.use_ema");
     html << "<h2>Evaluations during training (eval.every, " << config.get_int("eval.every_num")
-         << " samples)</h2><table id='evaluations'><tr><th>step</th>";
+         << " samples, " << (ema ? "EMA" : "raw") << " weights)</h2><table id='evaluations'><tr><th>step</th>"
+         << (ema ? "<th>initial weights in the EMA</th>" : "");
     for (const auto& [name, value] : evaluations.front()["eval"][0].items()) html << "<th>" << name << "</th>";
     html << "</tr>";
     for (const auto& record : evaluations) {
+      const int64_t step = record["step"].get<int64_t>();
       for (const auto& result : record["eval"]) {
-        html << "<tr><td>" << record["step"].get<int64_t>() << "</td>";
+        html << "<tr><td>" << step << "</td>";
+        if (ema)
+          html << "<td>" << std::lround(100 * ema_initial_share(config.get_float("train.ema_decay"), step)) << "%</td>";
         for (const auto& [name, value] : result.items()) html << "<td>" << value.dump() << "</td>";
         html << "</tr>";
       }

@@ -198,8 +198,10 @@ EvalReport Trainer::evaluate_now(int64_t step, int64_t num) {
   EvalReport report = evaluate(state_.method(), use_ema ? state_.ema().modules() : state_.modules(), state_.dataset(),
                                config, state_.device(), group_ ? &sharing : nullptr);
   if (writes()) {
-    std::printf("evaluation at step %lld against %lld held-out samples (%s weights%s):\n%s",
-                static_cast<long long>(step), static_cast<long long>(num), use_ema ? "EMA" : "raw",
+    const std::string weights =
+        use_ema ? "EMA weights" + ema_initial_share_note(state_.ema().decay(), step) : std::string("raw weights");
+    std::printf("evaluation at step %lld against %lld held-out samples (%s%s):\n%s", static_cast<long long>(step),
+                static_cast<long long>(num), weights.c_str(),
                 group_ ? (", sampled by " + std::to_string(world_size_) + " processes").c_str() : "",
                 format_eval_table(report).c_str());
     std::fflush(stdout);
