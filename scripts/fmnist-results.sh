@@ -4,9 +4,10 @@
 # scale MeanFlow's config folds into training), MeanFlow (configs/fmnist/meanflow.toml) with the
 # paper's adaptive weight p = 1 and with p = 0; same U-Net, batch and steps. METHODS adds the
 # other methods' Fashion-MNIST configs (tvm, dtm, artm, fhtm, drifting; drifting also sampled with
-# `method.cfg_scale=2`; drifting-npos8 and drifting-npos128 are its config with `method.n_pos` 8 and
-# 128, the N_pos curve beside the config's 32). Each run is evaluated with its config's eval.nfe and eval.num (FD, KID,
-# precision, recall, class accuracy against the held-out test split). ONESTEP_BIN overrides the
+# `method.cfg_scale=2`; drifting-npos8 and drifting-npos128 are its config with `method.n_pos` 8
+# and 128, the N_pos curve beside the config's 32). Each run is evaluated with its config's
+# eval.nfe and eval.num (FD, KID, precision, recall, class accuracy against the held-out test
+# split). ONESTEP_BIN overrides the
 # binary (default build/onestep), DEVICE the device (default cpu), JOBS the trainings run at once
 # (default 2), METHODS the runs (default "fm meanflow meanflow-p0"). TRAIN_SECONDS, when set, stops
 # each training after that many seconds (SIGTERM: it checkpoints the step reached and exits 0); a
