@@ -418,29 +418,38 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
     if (same == by_dimension.end()) by_dimension.push_back({f});
     else same->push_back(f);
   }
-  std::vector<torch::Tensor> generated, v;
-  for (const auto& [name, features] : sets) {
-    generated.push_back(features.detach());
-    v.push_back(torch::empty_like(features));
-  }
+  std::vector<torch::Tensor> generated_sets, v(sets.size());
+  for (const auto& [name, features] : sets) generated_sets.push_back(features.detach());
   auto raw = torch::zeros({static_cast<int64_t>(temperatures_.size())}, x.options().dtype(torch::kDouble));
   const int64_t block = batch_groups ? groups : 1;
-  for (int64_t g0 = 0; g0 < groups; g0 += block) {
-    const int64_t n_pos = positives[g0].size(0);
-    for (const auto& indices : by_dimension) {
-      // Rows-major (rows x sum F x D) with the block's groups one after the other in the rows,
-      // then as sets: (groups of the block x sum F) x rows per group x D.
-      const auto rows_major = [&](const std::vector<torch::Tensor>& all, int64_t start, int64_t count) {
-        std::vector<torch::Tensor> parts;
-        for (const size_t f : indices) parts.push_back(all[f].slice(0, start, start + count));
-        return torch::cat(parts, 1);
-      };
-      const auto as_sets = [&](const torch::Tensor& t) {
-        const int64_t rows = t.size(0) / block, features = t.size(1), d = t.size(2);
-        return t.reshape({block, rows, features, d}).transpose(1, 2).reshape({block * features, rows, d});
-      };
-      auto own = rows_major(generated, g0 * n_neg, block * n_neg);
-      auto field_positives = rows_major(positive_sets, positive_starts[g0], block * n_pos);
+  for (const auto& indices : by_dimension) {
+    // The sets of this dimension side by side, rows-major (rows x sum F x D); the groups' rows
+    // one after the other.
+    const auto side_by_side = [&](const std::vector<torch::Tensor>& all) {
+      std::vector<torch::Tensor> parts;
+      for (const size_t f : indices) parts.push_back(all[f]);
+      return torch::cat(parts, 1);
+    };
+    const auto generated = side_by_side(generated_sets);
+    const auto all_positives = side_by_side(positive_sets);
+    const auto all_unconditional = guided ? side_by_side(unconditional_sets) : torch::Tensor();
+    const int64_t features = generated.size(1), d = generated.size(2);
+    // A block's rows as sets: (groups of the block x sum F) x rows per group x D.
+    const auto as_sets = [&](const torch::Tensor& t) {
+      return t.reshape({block, -1, features, d}).transpose(1, 2).reshape({block * features, -1, d});
+    };
+    // The logged raw size: per group and set the mean over its features, averaged over both.
+    std::vector<double> per_feature;
+    for (const size_t f : indices) {
+      const int64_t width = sets[f].second.size(1);
+      per_feature.insert(per_feature.end(), width, 1.0 / static_cast<double>(width * groups * sets.size()));
+    }
+    const auto raw_weights = torch::tensor(per_feature, raw.options()).repeat(block);
+    auto v_all = torch::empty_like(generated);
+    for (int64_t g0 = 0; g0 < groups; g0 += block) {
+      const int64_t n_pos = positives[g0].size(0);
+      auto own = generated.slice(0, g0 * n_neg, (g0 + block) * n_neg);
+      auto field_positives = all_positives.slice(0, positive_starts[g0], positive_starts[g0] + block * n_pos);
       if (gathered) {  // the whole step's samples; this process's rows are those from rank * n_neg
         own = share_.gather(own);
         field_positives = share_.gather(field_positives);
@@ -448,28 +457,24 @@ LossOutput Drifting::loss(const LossContext& context, const Batch& batch) {
       const auto field_x = as_sets(own);
       auto negatives = field_x;
       torch::Tensor weights;
-      const int64_t features = own.size(1);
       if (guided) {
-        negatives = torch::cat({field_x, as_sets(rows_major(unconditional_sets, g0 * options_.n_unc,
-                                                            block * options_.n_unc))}, 1);
+        const auto unc = all_unconditional.slice(0, g0 * options_.n_unc, (g0 + block) * options_.n_unc);
+        negatives = torch::cat({field_x, as_sets(unc)}, 1);
         weights = group_weights.slice(0, g0, g0 + block).repeat_interleave(features, 0);
       }
       const auto field = drifting_field(field_x, as_sets(field_positives), negatives, temperatures_, weights, true,
                                         options_.attraction_scale, options_.repulsion_scale);
-      // Back to rows-major, and each set's columns into its own v.
-      const int64_t d = field.v.size(2);
+      // Back to rows-major.
       auto rows = field.v.reshape({block, features, -1, d}).transpose(1, 2).reshape({-1, features, d});
       if (gathered) rows = rows.slice(0, share_.rank * n_neg, (share_.rank + 1) * n_neg);
-      // The logged raw size: per group and set the mean over its features, averaged over both.
-      std::vector<double> per_feature;
-      int64_t column = 0;
-      for (const size_t f : indices) {
-        const int64_t width = sets[f].second.size(1);
-        v[f].slice(0, g0 * n_neg, (g0 + block) * n_neg).copy_(rows.slice(1, column, column + width));
-        per_feature.insert(per_feature.end(), width, 1.0 / static_cast<double>(width * groups * sets.size()));
-        column += width;
-      }
-      raw += (field.raw_squared_norms * torch::tensor(per_feature, raw.options()).repeat(block)).sum(1);
+      v_all.slice(0, g0 * n_neg, (g0 + block) * n_neg).copy_(rows);
+      raw += (field.raw_squared_norms * raw_weights).sum(1);
+    }
+    int64_t column = 0;
+    for (const size_t f : indices) {
+      const int64_t width = sets[f].second.size(1);
+      v[f] = v_all.slice(1, column, column + width);
+      column += width;
     }
   }
   LossOutput out;
