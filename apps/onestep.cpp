@@ -76,8 +76,7 @@ LoadedModel load_model(const std::string& path, const std::vector<std::string>& 
 // looks undertrained), or "raw weights".
 std::string weights_used(const LoadedModel& model, bool raw) {
   if (raw) return "raw weights";
-  return "EMA weights" + ema_initial_share_note(model.checkpoint.config.get_float("train.ema_decay"),
-                                                model.checkpoint.step);
+  return "EMA weights" + EmaSchedule::from_config(model.checkpoint.config).initial_share_note(model.checkpoint.step);
 }
 
 int run_train(const std::string& config_file, const std::string& out_dir, const std::string& resume_dir,

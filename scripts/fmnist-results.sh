@@ -13,7 +13,9 @@
 # each training after that many seconds (SIGTERM: it checkpoints the step reached and exits 0); a
 # run stopped short of its steps is not evaluated (its EMA weights would still hold much of the
 # initialisation), and with RESUME=1 the next call continues it (`onestep train --resume`)
-# instead of starting afresh.
+# instead of starting afresh. TRAIN_OVERRIDES adds key=value settings to every training (e.g.
+# "train.ema_warmup=true"); EVAL_RAW=1 also evaluates each run's raw weights (NAME-raw.eval.txt,
+# `onestep eval --no-ema`).
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
@@ -39,13 +41,18 @@ train() {  # name, config, overrides...; fails for a run stopped short of its st
     rm -rf "${out:?}/$name"
     : > "$out/$name.train.log"
   fi
-  "${limit[@]}" "$bin" train "${start[@]}" eval.at_end=false train.device="$device" >> "$out/$name.train.log" 2>&1 &&
+  # shellcheck disable=SC2086  # TRAIN_OVERRIDES is a list
+  "${limit[@]}" "$bin" train "${start[@]}" ${TRAIN_OVERRIDES:-} eval.at_end=false train.device="$device" \
+    >> "$out/$name.train.log" 2>&1 &&
     ! grep -q '^stopped by a signal' <(tail -n 3 "$out/$name.train.log")
 }
 evaluate() {  # eval name, run name, overrides...
   local name=$1 run=$2
   shift 2
   "$bin" eval --ckpt "$out/$run" train.threads=1 "$@" > "$out/$name.eval.txt" 2>&1
+  if [ "${EVAL_RAW:-0}" = 1 ]; then
+    "$bin" eval --ckpt "$out/$run" --no-ema train.threads=1 "$@" > "$out/$name-raw.eval.txt" 2>&1
+  fi
   "$bin" sample --ckpt "$out/$run" --nfe 1 --num 100 train.threads=1 "$@" --out "$out/$name-nfe1.png" > /dev/null 2>&1
 }
 

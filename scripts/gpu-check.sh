@@ -19,14 +19,16 @@
 #            a call of their own: docs/benchmarks.md, ninth session), in runs/gpu-fmnist. Each
 #            training stops at the time left less EVAL_SECONDS (default 150); a finished one is
 #            evaluated, one stopped short keeps its checkpoint and the next call on the warm machine
-#            continues it (RESUME=1 of that script). Without `tests` among the parts, the test
-#            targets build meanwhile (niced), so that a next call can run them.
+#            continues it (RESUME=1 of that script); that script's TRAIN_OVERRIDES and EVAL_RAW
+#            pass through (e.g. TRAIN_OVERRIDES=train.ema_warmup=true EVAL_RAW=1). Without `tests`
+#            among the parts, the test targets build meanwhile (niced), so that a next call can
+#            run them.
 # Needs the Debian .deb files of the header libraries in .deps/ (fetch them here with
 # `scripts/gpu-check.sh --fetch`). Writes OUT/summary.md and, with every log and result,
 # OUT/detail.tar.gz (the device machine returns at most 8 files, so the rest travels packed).
 # Usage: scripts/gpu-check.sh [--fetch] [OUT_DIR]   (OUT_DIR default: gpu-check-out)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 debs=(libcli11-dev libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libgtest-dev googletest
       libbenchmark-dev libbenchmark1debian libstb-dev libstb0 dataset-fashion-mnist)
 if [ "${1:-}" = "--fetch" ]; then

@@ -6,10 +6,13 @@
 # Fourier features) for fm and meanflow. Part 3: on checkerboard, the adaptive-weight study and
 # the MeanFlow ablations, measured with the previous recipe. Part 4: the MeanFlow study on
 # checkerboard (the gap sampler, the JVP's tangent velocity, batch against steps, the
-# minibatch-OT coupling), from the previous recipe to the shipped one. Runs JOBS trainings at a
+# minibatch-OT coupling), from the previous recipe to the shipped one. Part 5: the EMA at a short
+# budget on checkerboard (fm, meanflow, artm at 1,000 steps): the shipped EMA, the same
+# with train.ema_warmup, and train.ema_decay=0 (the raw weights: the EMA does not change the
+# training of these methods, so all three runs share one trajectory). Runs JOBS trainings at a
 # time (default 2), one thread each; ONESTEP_BIN overrides the binary (default build/onestep),
 # DEVICE the device (default cpu); METHODS (default "fm meanflow tvm dtm drifting") and
-# DATASETS restrict part 1, PARTS the parts (default "1 2 3").
+# DATASETS restrict part 1, PARTS the parts (default "1 2 3"; 4 and 5 on request).
 # Usage: scripts/toy-results.sh [OUT_DIR]   (default runs/toy-results; several hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +81,11 @@ for part in $parts; do
          jobs+=("pairs-${variant%%|*}|1,2,4|$cfg|${variant#*|}")
        done
        jobs+=("pairs-tvm-independent|1,2,4|configs/toy/tvm-checkerboard.toml|method.coupling=independent") ;;
+    5) for method in fm meanflow artm; do
+         for variant in "ema|" "ema-warmup|train.ema_warmup=true" "raw|train.ema_decay=0"; do
+           jobs+=("short-$method-${variant%%|*}|$(nfe_of "$method")|configs/toy/$method-checkerboard.toml|train.steps=1000 ${variant#*|}")
+         done
+       done ;;
   esac
 done
 

@@ -129,6 +129,40 @@ TEST_F(Cli, EvaluatesDuringTrainingWithoutChangingTheRun) {
   EXPECT_NE(html.find("<tr><td>2</td><td>100%</td>"), std::string::npos);
 }
 
+// train.ema_warmup reaches the EMA: after one step the shadow is 0.1 initial + 0.9 live (decay
+// (1 + 0) / (10 + 0)), where the plain EMA is 0.999 initial + 0.001 live (the initial weights are
+// recovered from that run: both runs take the same step). A resumed run goes on with the warm-up
+// at its step: its EMA equals an uninterrupted run's bit for bit.
+TEST_F(Cli, EmaWarmupSetsTheFirstDecaysAndResumesAtItsStep) {
+  const std::string args = "train " + kTiny + " data.name=8gaussians eval.at_end=false ";
+  ASSERT_EQ(run(args + "train.steps=1 --out " + path("plain")).status, 0);
+  ASSERT_EQ(run(args + "train.steps=1 train.ema_warmup=true --out " + path("warm")).status, 0);
+  const auto plain = onestep::read_safetensors(path("plain/checkpoint.safetensors")).tensors;
+  const auto warm = onestep::read_safetensors(path("warm/checkpoint.safetensors")).tensors;
+  int checked = 0;
+  for (const auto& [name, shadow] : plain) {
+    if (name.rfind("ema.", 0) != 0) continue;
+    const auto live = plain.at("model." + name.substr(4));
+    ASSERT_TRUE(torch::equal(live, warm.at("model." + name.substr(4)))) << name;  // the same step
+    const auto initial = (shadow.to(torch::kDouble) - 0.001 * live.to(torch::kDouble)) / 0.999;
+    EXPECT_TRUE(torch::allclose(warm.at(name).to(torch::kDouble), 0.1 * initial + 0.9 * live.to(torch::kDouble),
+                                1e-5, 1e-6))
+        << name;
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  ASSERT_EQ(run(args + "train.steps=6 train.ema_warmup=true --out " + path("whole")).status, 0);
+  ASSERT_EQ(run(args + "train.steps=3 train.ema_warmup=true --out " + path("split")).status, 0);
+  ASSERT_EQ(run("train --resume " + path("split") + " train.steps=6").status, 0);
+  const auto whole = onestep::read_safetensors(path("whole/checkpoint.safetensors")).tensors;
+  const auto split = onestep::read_safetensors(path("split/checkpoint.safetensors")).tensors;
+  for (const auto& [name, tensor] : whole) {
+    if (name.rfind("ema.", 0) == 0) {
+      EXPECT_TRUE(torch::equal(tensor, split.at(name))) << name;
+    }
+  }
+}
+
 TEST_F(Cli, SampleAndEvalFollowTheContract) {
   ASSERT_EQ(run("train " + kTiny + " data.name=8gaussians --out " + path("run")).status, 0);
   for (const char* file : {"config.toml", "checkpoint.safetensors", "metrics.jsonl", "samples.png", "report.html"})

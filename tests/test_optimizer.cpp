@@ -113,31 +113,42 @@ TEST(Optimizer, ClippingBoundsTheGlobalNorm) {
 }
 
 TEST(Ema, FollowsTheClosedForm) {
-  Config config;
-  const NetSpec spec{{2}, {2}, 0};
-  torch::manual_seed(1);
-  ModuleSet live, shadow;
-  live.add("net", make_network(config, spec));
-  live.add("head", make_network(config, spec));
-  shadow.add("net", make_network(config, spec));
-  shadow.add("head", make_network(config, spec));
-  const auto initial = live.parameters();
-  std::vector<torch::Tensor> expected;
-  for (const auto& p : initial) expected.push_back(p.detach() + (1.0 - std::pow(0.9, 5)));
-  Ema ema(std::move(shadow), live, 0.9);
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : live.parameters()) p.add_(1.0);
+  // With the live weights held at initial + 1 from the first update on, shadow = initial + (1 -
+  // share) in every module, share the product of the decays: 0.9^5 without the warm-up, and with
+  // it (1/10)(2/11)(3/12)(4/13)(5/14) = 5! 9! / 14!, below 0.9 at every one of the five updates.
+  const double without_warmup = std::pow(0.9, 5), with_warmup = 120.0 * 362880.0 / 87178291200.0;
+  for (const auto& [schedule, share] : {std::pair{EmaSchedule{0.9, false}, without_warmup},
+                                        std::pair{EmaSchedule{0.9, true}, with_warmup}}) {
+    SCOPED_TRACE(schedule.warmup ? "warm-up" : "constant decay");
+    Config config;
+    const NetSpec spec{{2}, {2}, 0};
+    torch::manual_seed(1);
+    ModuleSet live, shadow;
+    live.add("net", make_network(config, spec));
+    live.add("head", make_network(config, spec));
+    shadow.add("net", make_network(config, spec));
+    shadow.add("head", make_network(config, spec));
+    std::vector<torch::Tensor> expected;
+    for (const auto& p : live.parameters()) expected.push_back(p.detach().clone() + (1.0 - share));
+    Ema ema(std::move(shadow), live, schedule);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : live.parameters()) p.add_(1.0);
+    }
+    const FlatParameters live_parameters(live.named_parameters(), /*with_grads=*/false);
+    for (int step = 0; step < 5; ++step) ema.update(live, live_parameters, step);
+    const auto averaged = ema.modules().parameters();
+    ASSERT_EQ(averaged.size(), expected.size());
+    for (size_t i = 0; i < averaged.size(); ++i)
+      EXPECT_TRUE(torch::allclose(averaged[i], expected[i], 1e-5, 1e-6)) << i;
+    // The share that the notes report is the one the updates left.
+    EXPECT_NEAR(schedule.initial_share(5), share, 1e-12);
   }
-  const FlatParameters live_parameters(live.named_parameters(), /*with_grads=*/false);
-  for (int i = 0; i < 5; ++i) ema.update(live, live_parameters);
-  // shadow = initial + (1 - 0.9^5) * 1 when the live weights sit at initial + 1, in every module.
-  const auto averaged = ema.modules().parameters();
-  ASSERT_EQ(averaged.size(), expected.size());
-  for (size_t i = 0; i < averaged.size(); ++i) EXPECT_TRUE(torch::allclose(averaged[i], expected[i], 1e-5, 1e-6)) << i;
-  // The initial weights' share that the notes report: with live = initial + 1 (`initial` holds the
-  // live tensors, now moved), shadow = live - share.
-  EXPECT_NEAR(ema_initial_share(0.9, 5), (initial[0] - averaged[0]).mean().item<double>(), 1e-5);
-  EXPECT_EQ(ema_initial_share_note(0.999, 473), ", still 62% the initial weights");
-  EXPECT_EQ(ema_initial_share_note(0.999, 3000), "");
+  // The warm-up hands over to the decay where (1 + n) / (10 + n) reaches it: n = 8 for 0.5, so
+  // after 10 updates the share is 8! 9! / 17! times 0.5^2.
+  EXPECT_NEAR(EmaSchedule({0.5, true}).initial_share(10), 40320.0 * 362880.0 / 355687428096000.0 * 0.25, 1e-15);
+  EXPECT_EQ(EmaSchedule({0.999, false}).initial_share_note(473), ", still 62% the initial weights");
+  EXPECT_EQ(EmaSchedule({0.999, false}).initial_share_note(3000), "");
+  EXPECT_EQ(EmaSchedule({0.999, true}).initial_share_note(3), "");  // 1/10 * 2/11 * 3/12 = 0.45%
+  EXPECT_EQ(EmaSchedule({0.999, true}).initial_share_note(1), "");  // 10%, not above
 }

@@ -54,6 +54,9 @@ std::vector<KeySpec> build_general_keys() {
       string_key("train.lr_schedule", "constant", {"constant", "cosine"}, "after the warm-up: constant, or cosine decay to 0"),
       float_key("train.grad_clip", "1.0", 0, kInf, "clip the global gradient norm to this (0: off)"),
       float_key("train.ema_decay", "0.999", 0, 1, "decay of the EMA weights used for evaluation and sampling"),
+      bool_key("train.ema_warmup", false,
+               "EMA decay min(train.ema_decay, (1 + n) / (10 + n)) at the n-th step, so that a short run's EMA "
+               "does not keep a share of the initial weights (0.999^3000 = 5% without it)"),
       int_key("train.seed", 0, 0, 9.0e15, "seed of initialisation, data, noise and time draws"),
       int_key("train.threads", 0, 0, 1024, "CPU threads (0: all cores): intra-op and, with OpenBLAS, the matrix products (OPENBLAS_NUM_THREADS overrides)"),
       string_key("train.device", "cpu", {"cpu", "cuda", "auto"}, "where to train"),

@@ -114,7 +114,7 @@ void write_report(const std::string& path, const Config& config, const std::stri
       for (const auto& result : record["eval"]) {
         html << "<tr><td>" << step << "</td>";
         if (ema)
-          html << "<td>" << std::lround(100 * ema_initial_share(config.get_float("train.ema_decay"), step)) << "%</td>";
+          html << "<td>" << std::lround(100 * EmaSchedule::from_config(config).initial_share(step)) << "%</td>";
         for (const auto& [name, value] : result.items()) html << "<td>" << value.dump() << "</td>";
         html << "</tr>";
       }

@@ -199,7 +199,7 @@ EvalReport Trainer::evaluate_now(int64_t step, int64_t num) {
                                config, state_.device(), group_ ? &sharing : nullptr);
   if (writes()) {
     const std::string weights =
-        use_ema ? "EMA weights" + ema_initial_share_note(state_.ema().decay(), step) : std::string("raw weights");
+        use_ema ? "EMA weights" + state_.ema().schedule().initial_share_note(step) : std::string("raw weights");
     std::printf("evaluation at step %lld against %lld held-out samples (%s%s):\n%s", static_cast<long long>(step),
                 static_cast<long long>(num), weights.c_str(),
                 group_ ? (", sampled by " + std::to_string(world_size_) + " processes").c_str() : "",

@@ -80,9 +80,9 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
     shadow.to(device_);
     return shadow;
   };
-  ema_ = std::make_unique<Ema>(shadow_modules(), modules_, config_.get_float("train.ema_decay"));
+  ema_ = std::make_unique<Ema>(shadow_modules(), modules_, EmaSchedule::from_config(config_));
   if (method_->target_ema_decay() > 0)
-    target_ema_ = std::make_unique<Ema>(shadow_modules(), modules_, method_->target_ema_decay());
+    target_ema_ = std::make_unique<Ema>(shadow_modules(), modules_, EmaSchedule{method_->target_ema_decay()});
   for (const auto& spec : method_->frozen_modules(data_info_)) {
     frozen_[spec.name] = load_frozen_module(spec);
     frozen_[spec.name]->to(device_);
@@ -143,8 +143,8 @@ StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
   if (!outcome.finite) return outcome;
   clip_gradients(optimizer_->parameters(), outcome.grad_norm, grad_clip_);
   optimizer_->step(schedule_.at(step));
-  ema_->update(modules_, optimizer_->parameters());
-  if (target_ema_) target_ema_->update(modules_, optimizer_->parameters());
+  ema_->update(modules_, optimizer_->parameters(), step);
+  if (target_ema_) target_ema_->update(modules_, optimizer_->parameters(), step);
   int64_t i = 3;  // after the loss, the non-finite count and the stop flag, in `parts` order
   for (const auto& entry : parts) outcome.parts[entry.first] = values[i++] / shares;
   return outcome;
