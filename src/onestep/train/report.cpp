@@ -104,6 +104,7 @@ void write_report(const std::string& path, const Config& config, const std::stri
   if (!evaluations.empty() && !evaluations.front()["eval"].empty()) {
     // With EMA weights, the share of the initial weights they still hold: why early rows look worse.
     const bool ema = config.get_bool("eval.use_ema");
+    const EmaSchedule schedule = EmaSchedule::from_config(config);
     html << "<h2>Evaluations during training (eval.every, " << config.get_int("eval.every_num")
          << " samples, " << (ema ? "EMA" : "raw") << " weights)</h2><table id='evaluations'><tr><th>step</th>"
          << (ema ? "<th>initial weights in the EMA</th>" : "");
@@ -113,8 +114,7 @@ void write_report(const std::string& path, const Config& config, const std::stri
       const int64_t step = record["step"].get<int64_t>();
       for (const auto& result : record["eval"]) {
         html << "<tr><td>" << step << "</td>";
-        if (ema)
-          html << "<td>" << std::lround(100 * EmaSchedule::from_config(config).initial_share(step)) << "%</td>";
+        if (ema) html << "<td>" << std::lround(100 * schedule.initial_share(step)) << "%</td>";
         for (const auto& [name, value] : result.items()) html << "<td>" << value.dump() << "</td>";
         html << "</tr>";
       }
