@@ -15,7 +15,9 @@
 # initialisation), and with RESUME=1 the next call continues it (`onestep train --resume`)
 # instead of starting afresh. TRAIN_OVERRIDES adds key=value settings to every training (e.g.
 # "train.ema_warmup=true"); EVAL_RAW=1 also evaluates each run's raw weights (NAME-raw.eval.txt,
-# `onestep eval --no-ema`).
+# `onestep eval --no-ema`). CONFIGS is the folder of the runs' configs (default configs/fmnist;
+# configs/fmnist-small-dit holds fm, meanflow and dtm on one small DiT, a comparison sized for a
+# 2-core CPU: about 2 hours with JOBS=2 and METHODS="meanflow dtm fm").
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
@@ -27,6 +29,7 @@ bin=${ONESTEP_BIN:-build/onestep}
 device=${DEVICE:-cpu}
 jobs=${JOBS:-2}
 runs=${METHODS:-fm meanflow meanflow-p0}
+configs=${CONFIGS:-configs/fmnist}
 limit=()
 [ -n "${TRAIN_SECONDS:-}" ] && limit=(timeout "$TRAIN_SECONDS")
 mkdir -p "$out"
@@ -34,7 +37,7 @@ mkdir -p "$out"
 train() {  # name, config, overrides...; fails for a run stopped short of its steps
   local name=$1 config=$2
   shift 2
-  local start=(-c "configs/fmnist/$config.toml" "$@" --out "$out/$name")
+  local start=(-c "$configs/$config.toml" "$@" --out "$out/$name")
   if [ "${RESUME:-0}" = 1 ] && [ -f "$out/$name/checkpoint.safetensors" ]; then
     start=(--resume "$out/$name")
   else
