@@ -18,7 +18,7 @@
 # `onestep eval --no-ema`). CONFIGS is the folder of the runs' configs (default configs/fmnist;
 # configs/fmnist-small-dit holds fm, meanflow, dtm and tvm on one small DiT, a comparison sized
 # for a 2-core CPU: about 2 hours with JOBS=2 and METHODS="meanflow dtm fm"; tvm's training alone
-# takes about 2.3 hours of one core).
+# takes about 2.4 hours of one core, 0.23 steps/s beside another run).
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
