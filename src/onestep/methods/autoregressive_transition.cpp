@@ -102,13 +102,10 @@ NfeCount TokenwiseTransition::count_nfe(const SamplingPlan& plan) const {
 
 torch::Tensor TokenwiseTransition::state_tokens(const torch::Tensor& x) const { return tokenizer_.to_tokens(x); }
 
-torch::Tensor TokenwiseTransition::features(NetworkImpl& backbone, const torch::Tensor& sequence,
-                                            const std::vector<int64_t>& sample_shape, const torch::Tensor& t,
+torch::Tensor TokenwiseTransition::features(NetworkImpl& backbone, const torch::Tensor& sequence, const torch::Tensor& t,
                                             const torch::Tensor& h, const torch::Tensor& c) const {
-  const auto stack = tokenizer_.from_tokens(sequence, stacked_shape(sample_shape, states_));
-  const auto out = backbone.forward({stack, t, h, c});
-  if (tokenizer_.splits(sample_shape)) return tokenizer_.to_tokens(out);
-  return out.reshape({sequence.size(0), sequence.size(1), -1});
+  KeyValueCache cache;  // empty: the whole sequence in one call, from the first position
+  return dynamic_cast<CausalTransformerImpl&>(backbone).decode({sequence, t, h, c}, cache);  // as build_modules made it
 }
 
 void TokenwiseTransition::generate_state(const ModuleSet& modules, torch::Tensor& sequence, int64_t first, double t,
@@ -179,7 +176,7 @@ LossOutput Artm::loss(const LossContext& context, const Batch& batch) {
   const auto [z, y] = artm_transition_pair(x, t, t_next, transition_noise_, context.gen);
   const auto c = drop_labels(batch.y, context.modules["backbone"].null_label(), label_dropout_.p, context.gen);
   const auto sequence = torch::cat({state_tokens(z), state_tokens(y)}, 1);
-  const auto h = features(context.modules["backbone"], sequence, shape_of(x), t, t - t_next, c);
+  const auto h = features(context.modules["backbone"], sequence, t, t - t_next, c);
   LossOutput out;
   out.loss = head_loss(context.modules, sequence, h, n, n, context.gen);
   return out;
@@ -227,18 +224,14 @@ LossOutput Fhtm::loss(const LossContext& context, const Batch& batch) {
   const int64_t b = x.size(0), n = tokens_per_state_;
   const int64_t steps = torch::randint(1, transitions_ + 1, {1}, context.gen).item<int64_t>();
   const auto grid = transition_grid(schedule_, steps);
-  std::vector<torch::Tensor> states;
-  for (int64_t i = 0; i <= transitions_; ++i) {
-    if (i > steps) {
-      states.push_back(torch::zeros_like(states.front()));  // hidden by the causal mask
-      continue;
-    }
+  std::vector<torch::Tensor> states;  // only the drawn T's: the backbone reads a prefix of its positions
+  for (int64_t i = 0; i <= steps; ++i) {
     const auto e = draw_noise(x.sizes(), context.gen, x.device());  // fresh noise per state
     states.push_back(state_tokens(interpolate(x, e, filled(b, grid[i], x))));
   }
   const auto sequence = torch::cat(states, 1);
   const auto c = drop_labels(batch.y, context.modules["backbone"].null_label(), label_dropout_.p, context.gen);
-  const auto h = features(context.modules["backbone"], sequence, shape_of(x), filled(b, 0, x),
+  const auto h = features(context.modules["backbone"], sequence, filled(b, 0, x),
                           filled(b, 1.0 / static_cast<double>(steps), x), c);
   LossOutput out;
   out.loss = head_loss(context.modules, sequence, h, n, steps * n, context.gen);

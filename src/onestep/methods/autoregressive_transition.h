@@ -12,8 +12,8 @@
 //  - FHTM: the backbone reads the whole history z_{t_0}, ..., z_{t_i} and the tokens of
 //    z_{t_{i+1}} so far, with no time input (t = 0); the number of transitions T enters as
 //    h = 1/T, so one model serves T = 1 .. method.transitions. Training is teacher-forced: all
-//    T transitions of a step in one pass (T drawn per step), later states padded with zeros
-//    (which the causal mask hides).
+//    T transitions of a step in one pass (T drawn per step) over the T + 1 states alone (the
+//    causal backbone's outputs at a prefix do not depend on what follows it).
 // Both sample on the grid method.schedule: `uniform`, or `halving` (remaining noise 1, 1/2,
 // 1/4, ..., 0: the paper's grid). Each token counts as one backbone evaluation: T x N backbone
 // and T x N x K head evaluations per sample for N tokens per state; with the backbone's
@@ -51,10 +51,10 @@ class TokenwiseTransition : public Method {
   NfeCount count_nfe(const SamplingPlan& plan) const override;
   // Tokens of one state (B x N x d) and back.
   torch::Tensor state_tokens(const torch::Tensor& x) const;
-  // The backbone's features per token (B x states*N x F) for a sequence of tokens
-  // (B x states*N x d) of states of `sample_shape`.
-  torch::Tensor features(NetworkImpl& backbone, const torch::Tensor& sequence, const std::vector<int64_t>& sample_shape,
-                         const torch::Tensor& t, const torch::Tensor& h, const torch::Tensor& c) const;
+  // The backbone's features per token (B x M x F) for a sequence of M tokens (B x M x d) from
+  // the first position on: whole states, at most `states` of them.
+  torch::Tensor features(NetworkImpl& backbone, const torch::Tensor& sequence, const torch::Tensor& t,
+                         const torch::Tensor& h, const torch::Tensor& c) const;
 
  protected:
   int64_t inner_steps(const SamplingPlan& plan) const;
