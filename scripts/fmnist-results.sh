@@ -16,9 +16,10 @@
 # instead of starting afresh. TRAIN_OVERRIDES adds key=value settings to every training (e.g.
 # "train.ema_warmup=true"); EVAL_RAW=1 also evaluates each run's raw weights (NAME-raw.eval.txt,
 # `onestep eval --no-ema`). CONFIGS is the folder of the runs' configs (default configs/fmnist;
-# configs/fmnist-small-dit holds fm, meanflow, dtm, tvm and fhtm at one small size, a comparison sized
-# for a 2-core CPU: about 2 hours with JOBS=2 and METHODS="meanflow dtm fm"; tvm's training alone
-# takes about 2.4 hours of one core, 0.23 steps/s beside another run).
+# configs/fmnist-small-dit holds fm, meanflow, dtm, tvm, artm and fhtm at one small size, a
+# comparison sized for a 2-core CPU: about 2 hours with JOBS=2 and METHODS="meanflow dtm fm"; on
+# one core beside another run tvm's training takes about 2.4 hours, artm's 69 minutes, fhtm's 1.9
+# hours).
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
