@@ -37,6 +37,11 @@ std::vector<int64_t> stacked_shape(const std::vector<int64_t>& sample_shape, int
 
 std::vector<int64_t> shape_of(const torch::Tensor& x) { return {x.sizes().begin() + 1, x.sizes().end()}; }
 
+// The causal backbone, as build_modules made it.
+CausalTransformerImpl& causal_backbone(const ModuleSet& modules) {
+  return dynamic_cast<CausalTransformerImpl&>(modules["backbone"]);
+}
+
 }  // namespace
 
 std::vector<double> transition_grid(const std::string& schedule, int64_t steps) {
@@ -102,16 +107,17 @@ NfeCount TokenwiseTransition::count_nfe(const SamplingPlan& plan) const {
 
 torch::Tensor TokenwiseTransition::state_tokens(const torch::Tensor& x) const { return tokenizer_.to_tokens(x); }
 
-torch::Tensor TokenwiseTransition::features(NetworkImpl& backbone, const torch::Tensor& sequence, const torch::Tensor& t,
-                                            const torch::Tensor& h, const torch::Tensor& c) const {
+torch::Tensor TokenwiseTransition::features(const ModuleSet& modules, const torch::Tensor& sequence,
+                                            const torch::Tensor& t, const torch::Tensor& h,
+                                            const torch::Tensor& c) const {
   KeyValueCache cache;  // empty: the whole sequence in one call, from the first position
-  return dynamic_cast<CausalTransformerImpl&>(backbone).decode({sequence, t, h, c}, cache);  // as build_modules made it
+  return causal_backbone(modules).decode({sequence, t, h, c}, cache);
 }
 
 void TokenwiseTransition::generate_state(const ModuleSet& modules, torch::Tensor& sequence, int64_t first, double t,
                                          double h, const torch::Tensor& labels, int64_t head_steps,
                                          torch::Generator& gen) const {
-  auto& backbone = dynamic_cast<CausalTransformerImpl&>(modules["backbone"]);  // as build_modules made it
+  auto& backbone = causal_backbone(modules);
   NetworkImpl& head = modules["head"];
   const int64_t b = sequence.size(0), d = sequence.size(2);
   const bool guided = labels.defined() && cfg_scale_ != 1.0;
@@ -176,7 +182,7 @@ LossOutput Artm::loss(const LossContext& context, const Batch& batch) {
   const auto [z, y] = artm_transition_pair(x, t, t_next, transition_noise_, context.gen);
   const auto c = drop_labels(batch.y, context.modules["backbone"].null_label(), label_dropout_.p, context.gen);
   const auto sequence = torch::cat({state_tokens(z), state_tokens(y)}, 1);
-  const auto h = features(context.modules["backbone"], sequence, t, t - t_next, c);
+  const auto h = features(context.modules, sequence, t, t - t_next, c);
   LossOutput out;
   out.loss = head_loss(context.modules, sequence, h, n, n, context.gen);
   return out;
@@ -231,8 +237,8 @@ LossOutput Fhtm::loss(const LossContext& context, const Batch& batch) {
   }
   const auto sequence = torch::cat(states, 1);
   const auto c = drop_labels(batch.y, context.modules["backbone"].null_label(), label_dropout_.p, context.gen);
-  const auto h = features(context.modules["backbone"], sequence, filled(b, 0, x),
-                          filled(b, 1.0 / static_cast<double>(steps), x), c);
+  const auto h =
+      features(context.modules, sequence, filled(b, 0, x), filled(b, 1.0 / static_cast<double>(steps), x), c);
   LossOutput out;
   out.loss = head_loss(context.modules, sequence, h, n, steps * n, context.gen);
   return out;

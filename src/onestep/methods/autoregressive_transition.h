@@ -53,7 +53,7 @@ class TokenwiseTransition : public Method {
   torch::Tensor state_tokens(const torch::Tensor& x) const;
   // The backbone's features per token (B x M x F) for a sequence of M tokens (B x M x d) from
   // the first position on: whole states, at most `states` of them.
-  torch::Tensor features(NetworkImpl& backbone, const torch::Tensor& sequence, const torch::Tensor& t,
+  torch::Tensor features(const ModuleSet& modules, const torch::Tensor& sequence, const torch::Tensor& t,
                          const torch::Tensor& h, const torch::Tensor& c) const;
 
  protected:
