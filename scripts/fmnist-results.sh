@@ -4,22 +4,22 @@
 # scale MeanFlow's config folds into training), MeanFlow (configs/fmnist/meanflow.toml) with the
 # paper's adaptive weight p = 1 and with p = 0; same U-Net, batch and steps. METHODS adds the
 # other methods' Fashion-MNIST configs (tvm, dtm, artm, fhtm, drifting; drifting also sampled with
-# `method.cfg_scale=2`; drifting-npos8 and drifting-npos128 are its config with `method.n_pos` 8
-# and 128, the N_pos curve beside the config's 32). Each run is evaluated with its config's
-# eval.nfe and eval.num (FD, KID, precision, recall, class accuracy against the held-out test
-# split). ONESTEP_BIN overrides the
-# binary (default build/onestep), DEVICE the device (default cpu), JOBS the trainings run at once
-# (default 2), METHODS the runs (default "fm meanflow meanflow-p0"). TRAIN_SECONDS, when set, stops
+# `method.cfg_scale=2`; drifting-nposN is its config with `method.n_pos=N`, for the N_pos curve,
+# e.g. drifting-npos8 and drifting-npos128 beside configs/fmnist's 32). Each run is evaluated with
+# its config's eval.nfe and eval.num (FD, KID, precision, recall, class accuracy against the
+# held-out test split). ONESTEP_BIN overrides the binary (default build/onestep), DEVICE the
+# device (default cpu), JOBS the trainings run at once (default 2), METHODS the runs (default
+# "fm meanflow meanflow-p0"). TRAIN_SECONDS, when set, stops
 # each training after that many seconds (SIGTERM: it checkpoints the step reached and exits 0); a
 # run stopped short of its steps is not evaluated (its EMA weights would still hold much of the
 # initialisation), and with RESUME=1 the next call continues it (`onestep train --resume`)
 # instead of starting afresh. TRAIN_OVERRIDES adds key=value settings to every training (e.g.
 # "train.ema_warmup=true"); EVAL_RAW=1 also evaluates each run's raw weights (NAME-raw.eval.txt,
 # `onestep eval --no-ema`). CONFIGS is the folder of the runs' configs (default configs/fmnist;
-# configs/fmnist-small-dit holds fm, meanflow, dtm, tvm, artm and fhtm at one small size, a
-# comparison sized for a 2-core CPU: about 2 hours with JOBS=2 and METHODS="meanflow dtm fm"; on
-# one core beside another run tvm's training takes about 2.4 hours, artm's 69 minutes, fhtm's 1.9
-# hours).
+# configs/fmnist-small-dit holds fm, meanflow, dtm, tvm, artm, fhtm and drifting at one small
+# size, a comparison sized for a 2-core CPU: about 2 hours with JOBS=2 and METHODS="meanflow dtm
+# fm"; on one core beside another run tvm's training takes about 2.4 hours, artm's 69 minutes,
+# fhtm's 1.9 hours, drifting's 2 hours).
 # Usage: scripts/fmnist-results.sh [OUT_DIR]   (default runs/fmnist-results; on 2 CPU cores about
 # 4 hours: measured 36 min FM training + ~100 min for its 67 NFE x 10,000 samples, 89 min per
 # MeanFlow training, on a loaded machine; on one H200 with JOBS=3, 2-4 min of training and more
@@ -67,10 +67,10 @@ for name in $runs; do
   config=$name overrides=
   case $name in
     meanflow-p0) config=meanflow overrides=method.adaptive_p=0 ;;
-    drifting-npos8 | drifting-npos128) config=drifting overrides=method.n_pos=${name#drifting-npos} ;;
+    drifting-npos[1-9]*) config=drifting overrides=method.n_pos=${name#drifting-npos} ;;
     fm | drifting) guided+=("$name-cfg2") ;;
     meanflow | tvm | dtm | artm | fhtm) ;;
-    *) echo "fmnist-results: unknown run '$name' (fm, meanflow, meanflow-p0, tvm, dtm, artm, fhtm, drifting, drifting-npos8, drifting-npos128)" >&2; exit 2 ;;
+    *) echo "fmnist-results: unknown run '$name' (fm, meanflow, meanflow-p0, tvm, dtm, artm, fhtm, drifting, drifting-nposN)" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086  # overrides is a list
   { train "$name" "$config" $overrides && evaluate "$name" "$name" &&

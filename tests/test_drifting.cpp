@@ -1,13 +1,15 @@
 // Drifting Models (spec §5, §6): the field is anti-symmetric (swapping positives and negatives
-// negates it) and vanishes for identical sets; a negative of weight w is w copies of it; the
-// production loss has gradient -2 V / N with respect to the generator output; on feature sets
-// each set's field is its own, the sets of the encoder have their closed forms, and the loss's
-// gradient goes through the encoder to the images (the encoder's weights get none), class
-// groups with CFG negatives each get their own field, batched or not; the feature
-// space follows the data and the committed encoder loads by its hash; the step's batch
-// has one group per class plus the CFG negatives; on 8gaussians a short run covers all 8 modes
-// with about equal mass at 1 NFE, also from a collapsed start (every output on one mode); the
-// default config trains (energy distance falls within a few hundred steps).
+// negates it) and vanishes for identical sets; it equals a float64 reference of the spec's
+// formula, RMS-normalised, also where the field's float32 squares underflow; a negative of
+// weight w is w copies of it; the production loss has gradient -2 V / N with respect to the
+// generator output; on feature sets each set's field is its own, the sets of the encoder have
+// their closed forms, and the loss's gradient goes through the encoder to the images (the
+// encoder's weights get none), class groups with CFG negatives each get their own field,
+// batched or not; the feature space follows the data and the committed encoder loads by its
+// hash; the step's batch has one group per class plus the CFG negatives; on 8gaussians a short
+// run covers all 8 modes with about equal mass at 1 NFE, also from a collapsed start (every
+// output on one mode); the default config trains (energy distance falls within a few hundred
+// steps).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -88,6 +90,31 @@ torch::Tensor train_on_8gaussians(bool collapse, int64_t steps) {
   return method.sample(modules, torch::randn({4000, 32}, noise_gen), {}, {1});
 }
 
+// The spec's field step by step in float64, the generated samples x the only negatives (each
+// masked against itself), no weights: an independent reference for drifting_field.
+torch::Tensor reference_field(const torch::Tensor& x, const torch::Tensor& positives,
+                              const std::vector<double>& temperatures) {
+  const auto xs = x.to(torch::kDouble), pos = positives.to(torch::kDouble);
+  const int64_t n = xs.size(0);
+  const auto targets = torch::cat({xs, pos});
+  auto self = torch::zeros({n, targets.size(0)}, xs.options());
+  self.slice(1, 0, n).diagonal().fill_(1.0);
+  const auto distance = torch::cdist(xs, targets);
+  const auto mean = (distance * (1 - self)).sum() / (1 - self).sum();
+  const auto normalised = distance / mean + 1e4 * self;
+  const auto scale = std::sqrt(static_cast<double>(xs.size(1))) / mean;
+  auto total = torch::zeros_like(xs);
+  for (const double tau : temperatures) {
+    const auto logits = -normalised / tau;
+    const auto a = (torch::softmax(logits, 1) * torch::softmax(logits, 0)).sqrt();
+    const auto a_neg = a.slice(1, 0, n), a_pos = a.slice(1, n);
+    const auto w_pos = a_pos * a_neg.sum(1, true), w_neg = a_neg * a_pos.sum(1, true);
+    const auto v = w_pos.mm(pos * scale) - w_neg.mm(xs * scale) - (w_pos.sum(1, true) - w_neg.sum(1, true)) * xs * scale;
+    total += v / v.pow(2).mean().sqrt();
+  }
+  return total;
+}
+
 }  // namespace
 
 TEST(Drifting, FieldIsAntiSymmetric) {
@@ -122,6 +149,27 @@ TEST(Drifting, IdenticalSetsGiveZeroField) {
     EXPECT_GT(different.raw_squared_norms[i].item<double>(), 1e-5);
     EXPECT_LT(same.raw_squared_norms[i].item<double>(), 1e-10 * different.raw_squared_norms[i].item<double>())
         << "tau " << kTemperatures[i];
+  }
+}
+
+TEST(Drifting, NormalisationSurvivesUnderflowingKernels) {
+  // One generated sample on the positives, seven together one unit away: at tau = 0.03 every
+  // sample's field is about 1e-25 (each row's weight sits where another row holds it: the far
+  // ones' positives, the near one's far negatives), whose float32 squares underflow. The
+  // normalised field must still be the float64 reference's, RMS 1 per temperature.
+  auto gen = seeded(5);
+  auto x = torch::zeros({8, 2});
+  x.slice(0, 1).select(1, 0).fill_(1.0);
+  const auto positives = 0.01 * torch::randn({8, 2}, gen);
+  const std::vector<double> temperatures = {0.03, 0.2};
+  const auto field = drifting_field(x, positives, x, temperatures, {}, true);
+  ASSERT_LT(field.raw_squared_norms[0].item<double>(), 1e-40);  // the tiny regime is reached
+  const auto expected = reference_field(x, positives, temperatures).to(torch::kFloat);
+  EXPECT_TRUE(torch::allclose(field.v, expected, 1e-4, 1e-4)) << field.v << expected;
+  // Each temperature alone: RMS 1.
+  for (const double tau : temperatures) {
+    const auto alone = drifting_field(x, positives, x, {tau}, {}, true).v;
+    EXPECT_NEAR(alone.pow(2).mean().sqrt().item<double>(), 1.0, 1e-5) << "tau " << tau;
   }
 }
 
