@@ -35,13 +35,13 @@ torch::Tensor standard_deviation(const torch::Tensor& mean_of_squares, const tor
   return (mean_of_squares - mean.square()).clamp_min(0).add(1e-6).sqrt();
 }
 
-// Per set, sqrt(mean v^2) of B x rows x C. Where every sample's kernel weights to its targets
+// Per set, sqrt(mean v^2) of B x rows x C, given v's squares. Where every sample's kernel weights to its targets
 // underflow (all generated samples far, in units of a small tau, from where the others put
 // their weight) v's entries are near 1e-25 and their float32 squares underflow to 0: there
 // the RMS is taken of v over its largest entry, so that normalising keeps RMS 1 instead of
 // dividing by ~0 (which once gave a Fashion-MNIST step a loss of 3e10).
-torch::Tensor root_mean_square(const torch::Tensor& v) {
-  const auto plain = v.pow(2).mean({1, 2}, true).sqrt();
+torch::Tensor root_mean_square(const torch::Tensor& v, const torch::Tensor& squares) {
+  const auto plain = squares.mean({1, 2}, true).sqrt();
   const auto peak = v.abs().amax({1, 2}, true);
   const auto rescaled = peak * (v / peak.clamp_min(1e-38)).pow(2).mean({1, 2}, true).sqrt();
   return torch::where(plain < 1e-15, rescaled, plain);
@@ -188,8 +188,9 @@ DriftingField drifting_field(const torch::Tensor& x, const torch::Tensor& positi
     const auto v = attraction_scale == 1.0 && repulsion_scale == 1.0
                        ? attraction - repulsion
                        : attraction_scale * attraction - repulsion_scale * repulsion;
-    raw_squared_norms.push_back(v.pow(2).sum(2).mean(1).to(torch::kDouble));
-    out.v += v / root_mean_square(v).clamp_min(1e-30);
+    const auto squares = v.pow(2);
+    raw_squared_norms.push_back(squares.sum(2).mean(1).to(torch::kDouble));
+    out.v += v / root_mean_square(v, squares).clamp_min(1e-30);
   }
   out.v = out.v.reshape(x.sizes());
   out.raw_squared_norms = torch::stack(raw_squared_norms);
