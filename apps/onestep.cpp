@@ -10,6 +10,7 @@
 
 #include "onestep/core/compat.h"
 #include "onestep/core/config.h"
+#include "onestep/core/cpu_gemm.h"
 #include "onestep/core/error.h"
 #include "onestep/core/file_io.h"
 #include "onestep/core/image_io.h"
@@ -47,6 +48,12 @@ std::string default_run_dir(const Config& config) {
   return (fs::path("runs") / (config.get_string("method.name") + "-" + data + "-" + stamp)).string();
 }
 
+// The CPU threads and matrix-product library a config asks for.
+void set_runtime(const Config& config) {
+  set_threads(config.get_int("train.threads"));
+  set_cpu_gemm(config.get_string("train.cpu_gemm"));
+}
+
 // A method's modules loaded from a checkpoint, ready to sample: EMA weights unless told otherwise.
 struct LoadedModel {
   Checkpoint checkpoint;
@@ -61,7 +68,7 @@ LoadedModel load_model(const std::string& path, const std::vector<std::string>& 
   for (const auto& assignment : overrides) model.checkpoint.config.apply_override(assignment);
   const Config& config = model.checkpoint.config;
   config.validate();
-  set_threads(config.get_int("train.threads"));
+  set_runtime(config);
   model.device = resolve_device(config.get_string("train.device"));
   model.method = make_method(config);
   model.data = {model.checkpoint.sample_shape, model.checkpoint.num_classes};
@@ -93,7 +100,7 @@ int run_train(const std::string& config_file, const std::string& out_dir, const 
   for (const auto& assignment : overrides) request.config.apply_override(assignment);
   request.config.validate();
   if (!request.resume) request.out_dir = out_dir.empty() ? default_run_dir(request.config) : out_dir;
-  set_threads(request.config.get_int("train.threads"));
+  set_runtime(request.config);
   train(request);
   return 0;
 }
@@ -104,7 +111,7 @@ int run_bench(const std::string& config_file, const BenchOptions& options, const
   if (!config_file.empty()) config.apply_toml_file(config_file);
   for (const auto& assignment : overrides) config.apply_override(assignment);
   config.validate();
-  set_threads(config.get_int("train.threads"));
+  set_runtime(config);
   const std::string json = run_benchmark(config, options).dump();
   if (json_file.empty()) {
     std::printf("%s\n", json.c_str());
@@ -193,8 +200,9 @@ int run_info(bool keys, const std::string& ckpt) {
     return 0;
   }
   const int threads = set_threads(0);
-  std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores), matrix products on %d\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
+  std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores), matrix products on %d (%s)\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
               "0.1.0", compat::torch_version().c_str(), threads, std::thread::hardware_concurrency(), blas_threads(),
+              cpu_gemm().c_str(),
               torch::cuda::is_available() ? ("yes, " + std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
                                           : "no",
               component_usages("method").c_str(), component_usages("model").c_str(),

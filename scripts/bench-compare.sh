@@ -10,7 +10,8 @@
 #
 # Without configs: fm and meanflow on the Fashion-MNIST U-Net and DiT (configs/fmnist/*.toml;
 # the DiT of width 256, depth 6, patch 2 that issue 12 measured; batch 8 on cpu, 256 on cuda),
-# on cpu also on the toy mlp (checkerboard, batch 256, one thread), on cuda also in bf16
+# on cpu also on the toy mlp (checkerboard, batch 256, one thread; also with train.cpu_gemm=blas,
+# the twin's matrix-product library), on cuda also in bf16
 # (train.precision) and the U-Net FM at batch 64.
 # Environment: ROUNDS (3), WARMUP (2), ITERS (15; 5 for the image networks on cpu), PYTHON
 # (/usr/bin/python3: Debian's python3-torch), OUT (a temporary folder: the JSON reports),
@@ -43,8 +44,12 @@ if [ ${#configs[@]} -eq 0 ]; then
   dit="model.name=dit model.width=256 model.depth=6 model.heads=4 model.patch_size=2"
   configs=()
   if [ "$device" = cpu ]; then
+    # The toy rows again with LibTorch's own BLAS (train.cpu_gemm), the library the twin uses: the
+    # difference between the two rows is the library's, not the language's.
     configs+=("mlp-fm=-c configs/toy/fm-checkerboard.toml $toy"
-              "mlp-meanflow=-c configs/toy/meanflow-checkerboard.toml $toy")
+              "mlp-meanflow=-c configs/toy/meanflow-checkerboard.toml $toy"
+              "mlp-fm-blas=-c configs/toy/fm-checkerboard.toml $toy train.cpu_gemm=blas"
+              "mlp-meanflow-blas=-c configs/toy/meanflow-checkerboard.toml $toy train.cpu_gemm=blas")
   fi
   configs+=(
     "unet-fm=-c configs/fmnist/fm.toml $images"
@@ -76,10 +81,11 @@ for config in "${configs[@]}"; do
     OPENBLAS_NUM_THREADS=$blas "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
       --json "$out/$label-$round-python.json" "${profile[@]}" >&2
     "$python" -c 'import json, sys
-ours, twin = (json.load(open(path))["parameters"] for path in sys.argv[1:])
+label, paths = sys.argv[1], sys.argv[2:]
+ours, twin = (json.load(open(path))["parameters"] for path in paths)
 if ours != twin:
-    sys.exit(f"bench-compare: FAILED: $label: PARAMETER COUNT DIFFERS: onestep {ours:,}, Python twin {twin:,}")' \
-      "$out/$label-$round-onestep.json" "$out/$label-$round-python.json"
+    sys.exit(f"bench-compare: FAILED: {label}: PARAMETER COUNT DIFFERS: onestep {ours:,}, Python twin {twin:,}")' \
+      "$label" "$out/$label-$round-onestep.json" "$out/$label-$round-python.json"
   done
 done
 
@@ -115,7 +121,7 @@ print(f"onestep: LibTorch {first[0]['torch']}; Python twin: PyTorch {first[1]['t
       f"{rounds} interleaved rounds; times are medians over rounds of each run's median (ms)")
 print()
 profiled = any("profile_kernel_ms_per_step" in load(label, 1, "python") for label in labels)
-print("| config | batch | threads (BLAS) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
+print("| config | batch | threads (products, library) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
       "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |"
       + (" twin's GPU kernels per step |" if profiled else ""))
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if profiled else ""))
@@ -125,7 +131,7 @@ for label in labels:
     loss_ours, loss_twin = ours[0]["loss_step0"], twin[0]["loss_step0"]
     if abs(loss_twin - loss_ours) > 0.2 * abs(loss_ours):
         failures.append(f"{label}: step-0 loss onestep {loss_ours:.4g} vs twin {loss_twin:.4g} (more than 20% apart)")
-    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']})", f"{ours[0]['parameters']:,}",
+    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']}, {ours[0]['cpu_gemm']})", f"{ours[0]['parameters']:,}",
            f"{loss_ours:.4g} / {loss_twin:.4g}"]
     for key in ("step", "nfe1", "latency"):
         a = [measures(o)[key] for o in ours]

@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "onestep/core/cpu_gemm.h"
 #include "onestep/core/runtime.h"
 #include "test_support.h"
 
@@ -42,7 +43,8 @@ class SavedVariable {
   bool had_ = false;
 };
 
-// Clears OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY for each test, then restores them and one thread.
+// Clears OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY and has the float32 products computed by
+// OpenBLAS for each test, then restores them, one thread and the default library.
 class RuntimeThreads : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -50,9 +52,11 @@ class RuntimeThreads : public ::testing::Test {
     if (set_ == nullptr) GTEST_SKIP() << "this LibTorch does not use OpenBLAS";
     unsetenv("OPENBLAS_NUM_THREADS");
     unsetenv("OMP_WAIT_POLICY");
+    set_cpu_gemm("blas");
   }
   void TearDown() override {
     if (set_ != nullptr) set_threads(1);
+    set_cpu_gemm("auto");
   }
   SavedVariable blas_variable_{"OPENBLAS_NUM_THREADS"}, wait_variable_{"OMP_WAIT_POLICY"};
   void (*set_)(int) = nullptr;
@@ -93,7 +97,8 @@ TEST_F(RuntimeThreads, OpenBlasNumThreadsOverrides) {
 }
 
 // The onestep command restarts itself with sleeping OpenMP workers, so its matrix products get
-// all its threads; a policy the user set is kept.
+// all its threads; a policy the user set is kept. oneDNN's products run on OpenMP's own workers,
+// so they get all threads either way.
 TEST(RuntimeCommand, MatrixProductsGetTheThreadsOfTheCommand) {
   if (dlsym(RTLD_DEFAULT, "openblas_set_num_threads") == nullptr) GTEST_SKIP() << "this LibTorch does not use OpenBLAS";
   const auto threads_line = [](const std::string& environment) {
@@ -104,10 +109,12 @@ TEST(RuntimeCommand, MatrixProductsGetTheThreadsOfTheCommand) {
   };
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   const std::string all = "threads: " + std::to_string(cores) + " (of " + std::to_string(cores) + " cores), ";
+  const std::string library = " (" + cpu_gemm() + ")";
   EXPECT_EQ(threads_line("env -u OMP_WAIT_POLICY -u OPENBLAS_NUM_THREADS"),
-            all + "matrix products on " + std::to_string(cores));
+            all + "matrix products on " + std::to_string(cores) + library);
   if (cores > 1) {
-    EXPECT_EQ(threads_line("env -u OPENBLAS_NUM_THREADS OMP_WAIT_POLICY=active"), all + "matrix products on 1");
+    EXPECT_EQ(threads_line("env -u OPENBLAS_NUM_THREADS OMP_WAIT_POLICY=active"),
+              all + "matrix products on " + (onednn_gemm_available() ? std::to_string(cores) : "1") + library);
   }
 }
 

@@ -60,6 +60,9 @@ std::vector<KeySpec> build_general_keys() {
       int_key("train.seed", 0, 0, 9.0e15, "seed of initialisation, data, noise and time draws"),
       int_key("train.threads", 0, 0, 1024, "CPU threads (0: all cores): intra-op and, with OpenBLAS, the matrix products (OPENBLAS_NUM_THREADS overrides)"),
       string_key("train.device", "cpu", {"cpu", "cuda", "auto"}, "where to train"),
+      string_key("train.cpu_gemm", "auto", {"auto", "onednn", "blas"},
+                 "float32 CPU matrix products: oneDNN's sgemm (auto: where this build routes them there) or "
+                 "LibTorch's BLAS"),
       string_key("train.precision", "fp32", {"fp32", "bf16"},
                  "bf16: autocast the loss's forward passes to bfloat16 (JVPs stay float32)"),
       bool_key("train.tf32", false, "allow TF32 tensor cores for float32 matrix products on CUDA"),

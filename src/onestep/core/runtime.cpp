@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "onestep/core/cpu_gemm.h"
 #include "onestep/core/error.h"
 
 namespace onestep {
@@ -49,6 +50,7 @@ void restart_with_sleeping_openmp_workers(char** argv) {
 }
 
 int blas_threads() {
+  if (cpu_gemm() == "oneDNN") return at::get_num_threads();
   const auto get = reinterpret_cast<OpenBlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   return get ? get() : at::get_num_threads();
 }

@@ -22,8 +22,8 @@ bool openmp_workers_sleep();
 // thing in main).
 void restart_with_sleeping_openmp_workers(char** argv);
 
-// Threads of the matrix products: OpenBLAS's where LibTorch uses it, else the intra-op threads
-// (MKL follows at::set_num_threads).
+// Threads of the float32 matrix products: OpenBLAS's where LibTorch uses it, else the intra-op
+// threads (oneDNN (cpu_gemm.h) and MKL follow at::set_num_threads).
 int blas_threads();
 
 // "cpu", "cuda" (UserError when no CUDA device is present) or "auto".

@@ -16,6 +16,7 @@
 #endif
 
 #include "onestep/core/compat.h"
+#include "onestep/core/cpu_gemm.h"
 #include "onestep/core/error.h"
 #include "onestep/core/runtime.h"
 #include "onestep/methods/linear_path.h"
@@ -117,6 +118,7 @@ nlohmann::ordered_json run_benchmark(const Config& config, const BenchOptions& o
   report["device"] = device.str();
   report["threads"] = at::get_num_threads();
   report["blas_threads"] = blas_threads();
+  report["cpu_gemm"] = cpu_gemm();
   report["warmup"] = options.warmup;
   report["iters"] = options.iters;
 
