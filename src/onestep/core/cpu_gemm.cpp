@@ -9,34 +9,12 @@
 
 #include "onestep/core/error.h"
 
-#ifdef ONESTEP_ONEDNN_GEMM
-extern "C" {
-// oneDNN's public C API (dnnl.h, which Debian ships only in libdnnl-dev): a row-major sgemm.
-int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-               const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
-
-// The reference BLAS interface, column-major, as LibTorch declares and calls it.
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c, const int* ldc);
-}
-#endif
-
 namespace onestep {
 namespace {
 
 std::atomic<bool> use_onednn{onednn_gemm_available()};
 
 }  // namespace
-
-#ifdef ONESTEP_ONEDNN_GEMM
-bool onednn_gemm_available() {
-  // LibTorch resolves sgemm_ in the global scope, where this definition must come first.
-  static const bool bound = dlsym(RTLD_DEFAULT, "sgemm_") == reinterpret_cast<void*>(&sgemm_);
-  return bound;
-}
-#else
-bool onednn_gemm_available() { return false; }
-#endif
 
 void set_cpu_gemm(const std::string& name) {
   if (name == "onednn" && !onednn_gemm_available())
@@ -50,6 +28,11 @@ std::string cpu_gemm() { return use_onednn ? "oneDNN" : "BLAS"; }
 }  // namespace onestep
 
 #ifdef ONESTEP_ONEDNN_GEMM
+// oneDNN's public C API (dnnl.h, which Debian ships only in libdnnl-dev): a row-major sgemm.
+extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// The reference BLAS interface, column-major, as LibTorch declares and calls it.
 // C = alpha op(A) op(B) + beta C in column-major storage is C^T = alpha op(B)^T op(A)^T + beta C^T
 // in row-major storage: oneDNN's row-major sgemm with the operands swapped. Sizes that the BLAS
 // would reject or treat as a no-op go to it, so that its checks and conventions hold.
@@ -67,4 +50,12 @@ extern "C" void sgemm_(const char* transa, const char* transb, const int* m, con
   }
   blas(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+
+bool onestep::onednn_gemm_available() {
+  // LibTorch resolves sgemm_ in the global scope, where this definition must come first.
+  static const bool bound = dlsym(RTLD_DEFAULT, "sgemm_") == reinterpret_cast<void*>(&sgemm_);
+  return bound;
+}
+#else
+bool onestep::onednn_gemm_available() { return false; }
 #endif
