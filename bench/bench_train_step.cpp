@@ -1,17 +1,21 @@
 // Training-step benchmarks: one full step (loss, backward, Adam) of Flow Matching, of
 // MeanFlow (forward-mode JVP, and the double-backward fallback) and of Terminal Velocity
-// Matching (JVP kept in the graph, target network pass) on the same MLP and batch.
+// Matching (JVP kept in the graph, target network pass) on the same MLP and batch; and the
+// DiT's FM step with onestep's GELU kernel and with LibTorch's (train.cpu_gelu).
 // `<A>Over<B>` interleaves two steps and reports the median of the per-pair time ratios, which
 // is robust to the noise of shared machines. Run: make bench.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+#include <vector>
 
 #include "onestep/core/config.h"
 #include "onestep/core/runtime.h"
 #include "onestep/data/dataset.h"
 #include "onestep/methods/method.h"
+#include "onestep/nets/layers.h"
 #include "onestep/nets/network.h"
 #include "onestep/train/optimizer.h"
 
@@ -22,9 +26,12 @@ namespace {
 // One method's training step on a fixed network, batch and generator.
 class StepRunner {
  public:
-  StepRunner(const std::string& method, const std::string& jvp, int64_t batch_size) : gen_(at::detail::createCPUGenerator(0)) {
+  StepRunner(const std::string& method, const std::string& jvp, int64_t batch_size,
+             const std::vector<std::string>& overrides = {})
+      : gen_(at::detail::createCPUGenerator(0)) {
     config_.apply_override("method.name=" + method);
     if (!jvp.empty()) config_.apply_override("method.jvp=" + jvp);
+    for (const auto& o : overrides) config_.apply_override(o);
     config_.validate();
     torch::manual_seed(0);
     dataset_ = make_dataset(config_);
@@ -63,6 +70,12 @@ void BM_MeanFlowStepDoubleBackward(benchmark::State& state) { train_step(state, 
 
 void BM_TvmStep(benchmark::State& state) { train_step(state, "tvm", "forward"); }
 
+// The median of a list of ratios (reordered).
+double median(std::vector<double>& ratios) {
+  std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2, ratios.end());
+  return ratios[ratios.size() / 2];
+}
+
 // The median over interleaved pairs of (step of `a`) / (step of `b`).
 void step_ratio(benchmark::State& state, const std::string& a, const std::string& b) {
   set_threads(0);
@@ -76,8 +89,28 @@ void step_ratio(benchmark::State& state, const std::string& a, const std::string
     const auto t2 = std::chrono::steady_clock::now();
     ratios.push_back(std::chrono::duration<double>(t2 - t1).count() / std::chrono::duration<double>(t1 - t0).count());
   }
-  std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2, ratios.end());
-  state.counters["median_ratio"] = ratios[ratios.size() / 2];
+  state.counters["median_ratio"] = median(ratios);
+}
+
+// The FM step of the DiT of issue 12 (Fashion-MNIST, width 256, depth 6, patch 2) on one thread,
+// with onestep's GELU kernel over LibTorch's, interleaved on one model.
+void BM_DitFmStepGeluKernelOverLibTorch(benchmark::State& state) {
+  set_threads(1);
+  StepRunner runner("fm", "", state.range(0),
+                    {"data.name=fashion-mnist", "model.name=dit", "model.width=256", "model.depth=6", "model.heads=4",
+                     "model.patch_size=2"});
+  std::vector<double> ratios;
+  for (auto _ : state) {
+    set_cpu_gelu("libtorch");
+    const auto t0 = std::chrono::steady_clock::now();
+    runner.step();
+    const auto t1 = std::chrono::steady_clock::now();
+    set_cpu_gelu("onestep");
+    runner.step();
+    const auto t2 = std::chrono::steady_clock::now();
+    ratios.push_back(std::chrono::duration<double>(t2 - t1).count() / std::chrono::duration<double>(t1 - t0).count());
+  }
+  state.counters["median_ratio"] = median(ratios);
 }
 
 void BM_MeanFlowOverFm(benchmark::State& state) { step_ratio(state, "meanflow", "fm"); }
@@ -93,5 +126,6 @@ BENCHMARK(BM_TvmStep)->Arg(256)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MeanFlowOverFm)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(BM_TvmOverFm)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(BM_TvmOverMeanFlow)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_DitFmStepGeluKernelOverLibTorch)->Arg(8)->Unit(benchmark::kMillisecond)->Iterations(15);
 
 BENCHMARK_MAIN();

@@ -121,7 +121,7 @@ print(f"onestep: LibTorch {first[0]['torch']}; Python twin: PyTorch {first[1]['t
       f"{rounds} interleaved rounds; times are medians over rounds of each run's median (ms)")
 print()
 profiled = any("profile_kernel_ms_per_step" in load(label, 1, "python") for label in labels)
-print("| config | batch | threads (products, library) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
+print("| config | batch | threads (products, library, GELU) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
       "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |"
       + (" twin's GPU kernels per step |" if profiled else ""))
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if profiled else ""))
@@ -131,7 +131,7 @@ for label in labels:
     loss_ours, loss_twin = ours[0]["loss_step0"], twin[0]["loss_step0"]
     if abs(loss_twin - loss_ours) > 0.2 * abs(loss_ours):
         failures.append(f"{label}: step-0 loss onestep {loss_ours:.4g} vs twin {loss_twin:.4g} (more than 20% apart)")
-    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']}, {ours[0]['cpu_gemm']})", f"{ours[0]['parameters']:,}",
+    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']}, {ours[0]['cpu_gemm']}, {ours[0]['cpu_gelu']})", f"{ours[0]['parameters']:,}",
            f"{loss_ours:.4g} / {loss_twin:.4g}"]
     for key in ("step", "nfe1", "latency"):
         a = [measures(o)[key] for o in ours]

@@ -6,7 +6,7 @@
 // modes; parameter gradients exist and are finite, also under bf16 autocast; an undefined label
 // is the null label; the
 // output initialisations (zero, scaled to the data); LayerNorm and softmax equal in their fused
-// and written-out forms. Also the registry's checks of options
+// and written-out forms; onestep's float32 GELU kernel against float64. Also the registry's checks of options
 // against the data's shape, and the plain-function JVP. Zero-initialised layers (adaLN-zero,
 // residual output convs) are filled with small random values first, so that every weight
 // influences the output.
@@ -16,6 +16,7 @@
 #include "onestep/core/config.h"
 #include "onestep/core/registry.h"
 #include "onestep/methods/jvp.h"
+#include "onestep/nets/gelu_kernel.h"
 #include "onestep/nets/layers.h"
 #include "onestep/nets/network.h"
 #include "test_support.h"
@@ -281,6 +282,71 @@ TEST(Layers, FusedAndWrittenOutFormsAgree) {
     for (int i = 0; i < 3; ++i)
       EXPECT_TRUE(torch::allclose(fused_grads[i], written_grads[i], 1e-10, 1e-12)) << "mask " << bias.defined();
   }
+}
+
+TEST(Layers, GeluKernelLoopsAgreeWithFloat64) {
+  // gelu_kernel's loops, in every instruction set this CPU runs, against LibTorch's float64 GELU
+  // (tanh) and its derivative: on a grid across the range where the function bends, random
+  // values, and the tails. Measured worst cases: 1.7e-6 relative (value), 2e-6 |g| (gradient).
+  torch::manual_seed(6);
+  const auto x64 = torch::cat({torch::linspace(-12, 12, 24001, torch::kDouble), torch::randn({5000}, torch::kDouble) * 3,
+                               torch::tensor({-1e30, -100.0, -20.0, 20.0, 100.0, 1e30}, torch::kDouble)});
+  const auto g64 = torch::randn_like(x64);
+  const auto x = x64.to(torch::kFloat), g = g64.to(torch::kFloat);
+  const auto x_ref = x.to(torch::kDouble).requires_grad_(true);  // the float32 inputs, exactly
+  const auto ref = torch::gelu(x_ref, "tanh");
+  const auto dref = torch::autograd::grad({ref}, {x_ref}, {g.to(torch::kDouble)})[0];
+  std::vector<gelu_kernel::Isa> isas = {gelu_kernel::Isa::Baseline};
+  if (gelu_kernel::best_isa() == gelu_kernel::Isa::Avx2) isas.push_back(gelu_kernel::Isa::Avx2);
+  for (const auto isa : isas) {
+    auto y = torch::empty_like(x), dx = torch::empty_like(x);
+    gelu_kernel::forward(x.data_ptr<float>(), y.data_ptr<float>(), x.numel(), isa);
+    gelu_kernel::backward(g.data_ptr<float>(), x.data_ptr<float>(), dx.data_ptr<float>(), x.numel(), isa);
+    const auto value_error = ((y.to(torch::kDouble) - ref).abs() / (ref.detach().abs() + 1e-6)).max().item<double>();
+    const auto grad_error = ((dx.to(torch::kDouble) - dref).abs() / (g.to(torch::kDouble).abs() + 1e-12)).max().item<double>();
+    EXPECT_LT(value_error, 5e-6) << "isa " << static_cast<int>(isa);
+    EXPECT_LT(grad_error, 5e-6) << "isa " << static_cast<int>(isa);
+  }
+  // Non-finite input stays visible (NaN; gelu(+inf) = +inf); finite input has finite gradients.
+  const auto special = torch::tensor({NAN, INFINITY, -1e30f, 1e30f}, torch::kFloat);
+  auto y = torch::empty_like(special), dx = torch::empty_like(special);
+  const auto ones = torch::ones_like(special);
+  for (const auto isa : isas) {
+    gelu_kernel::forward(special.data_ptr<float>(), y.data_ptr<float>(), 4, isa);
+    gelu_kernel::backward(ones.data_ptr<float>(), special.data_ptr<float>(), dx.data_ptr<float>(), 4, isa);
+    EXPECT_TRUE(std::isnan(y[0].item<float>()));
+    EXPECT_EQ(y[1].item<float>(), INFINITY);
+    EXPECT_EQ(y[2].item<float>(), 0.0f);
+    EXPECT_EQ(y[3].item<float>(), 1e30f);
+    EXPECT_TRUE(std::isnan(dx[0].item<float>()));
+    EXPECT_TRUE(torch::isfinite(dx.slice(0, 1)).all().item<bool>()) << dx;
+  }
+}
+
+TEST(Layers, GeluOfFloat32CpuTensorsIsTheKernelWithLibTorchsHigherDerivatives) {
+  // gelu_tanh on a float32 CPU tensor (several intra-op tasks and a tail): value and gradient as
+  // float64; differentiated twice (create_graph) its backward is LibTorch's, so the second
+  // derivative is float64's too; with train.cpu_gelu = libtorch and in a WrittenOutLayers scope
+  // it is LibTorch's gelu, bit for bit.
+  torch::manual_seed(7);
+  const auto x = (torch::randn({3 * (1 << 15) + 5}) * 3).requires_grad_(true);
+  const auto x64 = x.detach().to(torch::kDouble).requires_grad_(true);
+  const auto w = torch::randn_like(x);
+  const auto y = gelu_tanh(x), y64 = torch::gelu(x64, "tanh");
+  EXPECT_TRUE(torch::allclose(y.to(torch::kDouble), y64.detach(), 5e-6, 1e-6));
+  const auto dy = torch::autograd::grad({(y * w).sum()}, {x}, {}, true, true)[0];
+  const auto dy64 = torch::autograd::grad({(y64 * w.to(torch::kDouble)).sum()}, {x64}, {}, true, true)[0];
+  EXPECT_TRUE(torch::allclose(dy.to(torch::kDouble), dy64.detach(), 1e-5, 1e-5));
+  const auto d2 = torch::autograd::grad({dy.sum()}, {x})[0];
+  const auto d2_64 = torch::autograd::grad({dy64.sum()}, {x64})[0];
+  EXPECT_TRUE(torch::allclose(d2.to(torch::kDouble), d2_64, 1e-4, 1e-4));
+  EXPECT_EQ(cpu_gelu().rfind("onestep (", 0), 0u) << cpu_gelu();
+  set_cpu_gelu("libtorch");
+  EXPECT_EQ(cpu_gelu(), "LibTorch");
+  EXPECT_TRUE(torch::equal(gelu_tanh(x), torch::gelu(x, "tanh")));
+  set_cpu_gelu("onestep");
+  const WrittenOutLayers scope;
+  EXPECT_TRUE(torch::equal(gelu_tanh(x), torch::gelu(x, "tanh")));
 }
 
 TEST(Networks, TrainUnderBf16AutocastOnTheCpu) {

@@ -10,6 +10,7 @@
 
 #include "onestep/core/cpu_gemm.h"
 #include "onestep/core/runtime.h"
+#include "onestep/nets/layers.h"
 #include "test_support.h"
 
 namespace onestep {
@@ -109,7 +110,7 @@ TEST(RuntimeCommand, MatrixProductsGetTheThreadsOfTheCommand) {
   };
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   const std::string all = "threads: " + std::to_string(cores) + " (of " + std::to_string(cores) + " cores), ";
-  const std::string library = " (" + cpu_gemm() + ")";
+  const std::string library = " (" + cpu_gemm() + "), GELU " + cpu_gelu();
   EXPECT_EQ(threads_line("env -u OMP_WAIT_POLICY -u OPENBLAS_NUM_THREADS"),
             all + "matrix products on " + std::to_string(cores) + library);
   if (cores > 1) {

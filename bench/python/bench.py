@@ -184,8 +184,9 @@ def main():
         "tool": "python-twin", "torch": torch.__version__, "method": method_name, "network": network_name,
         "data": cfg["data"]["name"], "parameters": sum(p.numel() for p in net.parameters()), "batch": batch,
         "device": str(device), "threads": torch.get_num_threads(),
-        # PyTorch's own library for the float32 products (onestep's train.cpu_gemm can choose).
-        "blas_threads": blas_threads(), "cpu_gemm": "BLAS", "warmup": args.warmup, "iters": args.iters,
+        # PyTorch's own library for the float32 products and its GELU kernel (onestep's
+        # train.cpu_gemm and train.cpu_gelu can choose).
+        "blas_threads": blas_threads(), "cpu_gemm": "BLAS", "cpu_gelu": "LibTorch", "warmup": args.warmup, "iters": args.iters,
     }
 
     if device.type == "cuda":

@@ -194,7 +194,7 @@ class AttentionBlock(nn.Module):
     def forward(self, x):
         b, ch, hgt, wid = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, ch // self.heads, hgt * wid).transpose(-2, -1)
-        out = attention(qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2))
+        out = attention(*qkv.unbind(1))
         return x + self.proj(out.transpose(-2, -1).reshape(b, ch, hgt, wid))
 
 
@@ -323,11 +323,10 @@ class DitBlock(nn.Module):
 
     def self_attention(self, x):
         b, n, width = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = qkv[0], qkv[1]
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         if self.qk_norm:
             q, k = rms_norm(q), rms_norm(k)
-        return self.proj(attention(q, k, qkv[2]).transpose(1, 2).reshape(b, n, width))
+        return self.proj(attention(q, k, v).transpose(1, 2).reshape(b, n, width))
 
     def forward(self, x, cond):
         m = modulation(self.modulation, cond, 6, self.mod_norm)

@@ -63,6 +63,9 @@ std::vector<KeySpec> build_general_keys() {
       string_key("train.cpu_gemm", "auto", {"auto", "onednn", "blas"},
                  "float32 CPU matrix products: oneDNN's sgemm (auto: where this build routes them there) or "
                  "LibTorch's BLAS"),
+      string_key("train.cpu_gelu", "onestep", {"onestep", "libtorch"},
+                 "tanh-approximate GELU of float32 CPU tensors (dit, causal): onestep's kernel or "
+                 "LibTorch's gelu (2.5-3x slower; the docs' figures dated before 2026-11-29 used it)"),
       string_key("train.precision", "fp32", {"fp32", "bf16"},
                  "bf16: autocast the loss's forward passes to bfloat16 (JVPs stay float32)"),
       bool_key("train.tf32", false, "allow TF32 tensor cores for float32 matrix products on CUDA"),

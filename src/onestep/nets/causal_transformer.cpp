@@ -28,8 +28,8 @@ class CausalBlockImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, torch::Tensor* keys = nullptr,
                         torch::Tensor* values = nullptr) {
     const int64_t b = x.size(0), n = x.size(1), width = x.size(2);
-    // B x N x 3 x heads x d -> 3 x B x heads x N x d.
-    const auto qkv = qkv_(layer_norm(x)).reshape({b, n, 3, heads_, width / heads_}).permute({2, 0, 3, 1, 4});
+    // B x N x 3 x heads x d -> three B x heads x N x d (unbind: see dit.cpp).
+    const auto qkv = qkv_(layer_norm(x)).reshape({b, n, 3, heads_, width / heads_}).permute({2, 0, 3, 1, 4}).unbind(0);
     auto k = qkv[1], v = qkv[2];
     if (keys != nullptr) {
       if (keys->defined()) {
@@ -40,7 +40,7 @@ class CausalBlockImpl : public torch::nn::Module {
       *values = v;
     }
     const auto out = x + proj_(attention(qkv[0], k, v, mask).transpose(1, 2).reshape({b, n, width}));
-    return out + fc2_(torch::gelu(fc1_(layer_norm(out)), "tanh"));
+    return out + fc2_(gelu_tanh(fc1_(layer_norm(out))));
   }
 
  private:

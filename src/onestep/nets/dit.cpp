@@ -73,21 +73,21 @@ class DitBlockImpl : public torch::nn::Module {
     const bool rms = options_.norm == "rmsnorm";
     const auto m = modulation(modulation_, cond, 6, options_.mod_norm);
     const auto out = x + m[2].unsqueeze(1) * self_attention(modulate(normalize(x, rms), m[0], m[1]));
-    const auto mlp = fc2_(torch::gelu(fc1_(modulate(normalize(out, rms), m[3], m[4])), "tanh"));
+    const auto mlp = fc2_(gelu_tanh(fc1_(modulate(normalize(out, rms), m[3], m[4]))));
     return out + m[5].unsqueeze(1) * mlp;
   }
 
  private:
   torch::Tensor self_attention(const torch::Tensor& x) {
     const int64_t b = x.size(0), n = x.size(1), width = x.size(2), heads = options_.heads;
-    // B x N x 3 x heads x d -> 3 x B x heads x N x d.
-    const auto qkv = qkv_(x).reshape({b, n, 3, heads, width / heads}).permute({2, 0, 3, 1, 4});
-    auto q = qkv[0], k = qkv[1];
+    // B x N x 3 x heads x d -> three B x heads x N x d (unbind: its backward is one stack, where
+    // three selects would each fill a zero tensor of the whole qkv and add them up).
+    auto qkv = qkv_(x).reshape({b, n, 3, heads, width / heads}).permute({2, 0, 3, 1, 4}).unbind(0);
     if (options_.qk_norm) {
-      q = rms_norm(q);
-      k = rms_norm(k);
+      qkv[0] = rms_norm(qkv[0]);
+      qkv[1] = rms_norm(qkv[1]);
     }
-    return proj_(attention(q, k, qkv[2]).transpose(1, 2).reshape({b, n, width}));
+    return proj_(attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({b, n, width}));
   }
 
   DitOptions options_;

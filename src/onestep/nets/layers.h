@@ -9,8 +9,9 @@
 // operation"), and the double-backward JVP through the fused kernels gives parameter gradients
 // that disagree with forward mode (tests/test_networks.cpp). Elsewhere they use the fused
 // kernels (one kernel instead of five to seven, forward and backward), and attention is
-// LibTorch 2.x's fused kernel (compat::fused_attention; 1.13 has none: matmul + fused softmax).
-// native_group_norm (U-Net) passes these checks.
+// LibTorch 2.x's fused kernel (compat::fused_attention; 1.13 has none: matmul + fused softmax),
+// and the tanh-approximate GELU of float32 CPU tensors is onestep's own kernel (gelu_kernel.h),
+// 2.5-3x faster than LibTorch's. native_group_norm (U-Net) passes these checks.
 #pragma once
 
 #include <torch/torch.h>
@@ -18,7 +19,7 @@
 namespace onestep {
 
 // RAII: while one is alive on this thread, layer_norm, softmax_last and attention use
-// elementary ops.
+// elementary ops, and gelu_tanh LibTorch's gelu.
 class WrittenOutLayers {
  public:
   WrittenOutLayers();
@@ -37,6 +38,20 @@ torch::Tensor layer_norm(const torch::Tensor& x, double eps = 1e-6);
 
 // Softmax over the last dimension (in a WrittenOutLayers scope from exp, sum and division).
 torch::Tensor softmax_last(const torch::Tensor& x);
+
+// GELU with the tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Float32
+// CPU tensors outside a WrittenOutLayers scope use gelu_kernel.h's loops (an autograd function
+// whose backward, when itself differentiated, is LibTorch's gelu_backward) unless
+// set_cpu_gelu("libtorch"); everything else LibTorch's gelu.
+torch::Tensor gelu_tanh(const torch::Tensor& x);
+
+// `train.cpu_gelu`: "onestep" (the default) or "libtorch", the kernel of gelu_tanh on float32
+// CPU tensors.
+void set_cpu_gelu(const std::string& name);
+
+// The GELU kernel in use on float32 CPU tensors: "onestep (AVX2)", "onestep (baseline)" or
+// "LibTorch".
+std::string cpu_gelu();
 
 // softmax(q k^T / sqrt(d) + bias) v for q, k, v of shape (..., tokens, d); `bias` (tokens x
 // tokens, optional) is added to the scores, e.g. a causal mask.

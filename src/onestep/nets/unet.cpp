@@ -85,9 +85,9 @@ class AttentionBlockImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x) {
     const int64_t b = x.size(0), ch = x.size(1), hgt = x.size(2), wid = x.size(3);
-    // B x 3 x heads x d x HW -> three tensors of B x heads x HW x d.
-    const auto qkv = qkv_(group_norm(norm_, x)).reshape({b, 3, heads_, ch / heads_, hgt * wid}).transpose(-2, -1);
-    const auto out = attention(qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
+    // B x 3 x heads x d x HW -> three tensors of B x heads x HW x d (unbind: see dit.cpp).
+    const auto qkv = qkv_(group_norm(norm_, x)).reshape({b, 3, heads_, ch / heads_, hgt * wid}).transpose(-2, -1).unbind(1);
+    const auto out = attention(qkv[0], qkv[1], qkv[2]);
     return x + proj_(out.transpose(-2, -1).reshape({b, ch, hgt, wid}));
   }
 

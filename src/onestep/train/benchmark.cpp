@@ -20,6 +20,7 @@
 #include "onestep/core/error.h"
 #include "onestep/core/runtime.h"
 #include "onestep/methods/linear_path.h"
+#include "onestep/nets/layers.h"
 #include "onestep/train/trainer.h"
 #include "onestep/train/training_state.h"
 
@@ -119,6 +120,7 @@ nlohmann::ordered_json run_benchmark(const Config& config, const BenchOptions& o
   report["threads"] = at::get_num_threads();
   report["blas_threads"] = blas_threads();
   report["cpu_gemm"] = cpu_gemm();
+  report["cpu_gelu"] = cpu_gelu();
   report["warmup"] = options.warmup;
   report["iters"] = options.iters;
 
