@@ -6,8 +6,8 @@
 // is robust to the noise of shared machines. Run: make bench.
 #include <benchmark/benchmark.h>
 
-#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +17,7 @@
 #include "onestep/methods/method.h"
 #include "onestep/nets/layers.h"
 #include "onestep/nets/network.h"
+#include "onestep/train/benchmark.h"
 #include "onestep/train/optimizer.h"
 
 using namespace onestep;
@@ -70,26 +71,27 @@ void BM_MeanFlowStepDoubleBackward(benchmark::State& state) { train_step(state, 
 
 void BM_TvmStep(benchmark::State& state) { train_step(state, "tvm", "forward"); }
 
-// The median of a list of ratios (reordered).
-double median(std::vector<double>& ratios) {
-  std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2, ratios.end());
-  return ratios[ratios.size() / 2];
+// Runs `denominator` then `numerator` once per benchmark iteration and reports the median of
+// the per-pair time ratios numerator / denominator as the counter median_ratio.
+void interleaved_ratio(benchmark::State& state, const std::function<void()>& numerator,
+                       const std::function<void()>& denominator) {
+  std::vector<double> ratios;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    denominator();
+    const auto t1 = std::chrono::steady_clock::now();
+    numerator();
+    const auto t2 = std::chrono::steady_clock::now();
+    ratios.push_back(std::chrono::duration<double>(t2 - t1).count() / std::chrono::duration<double>(t1 - t0).count());
+  }
+  state.counters["median_ratio"] = median(ratios);
 }
 
 // The median over interleaved pairs of (step of `a`) / (step of `b`).
 void step_ratio(benchmark::State& state, const std::string& a, const std::string& b) {
   set_threads(0);
   StepRunner numerator(a, a == "fm" ? "" : "forward", state.range(0)), denominator(b, b == "fm" ? "" : "forward", state.range(0));
-  std::vector<double> ratios;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    denominator.step();
-    const auto t1 = std::chrono::steady_clock::now();
-    numerator.step();
-    const auto t2 = std::chrono::steady_clock::now();
-    ratios.push_back(std::chrono::duration<double>(t2 - t1).count() / std::chrono::duration<double>(t1 - t0).count());
-  }
-  state.counters["median_ratio"] = median(ratios);
+  interleaved_ratio(state, [&] { numerator.step(); }, [&] { denominator.step(); });
 }
 
 // The FM step of the DiT of issue 12 (Fashion-MNIST, width 256, depth 6, patch 2) on one thread,
@@ -99,18 +101,17 @@ void BM_DitFmStepGeluKernelOverLibTorch(benchmark::State& state) {
   StepRunner runner("fm", "", state.range(0),
                     {"data.name=fashion-mnist", "model.name=dit", "model.width=256", "model.depth=6", "model.heads=4",
                      "model.patch_size=2"});
-  std::vector<double> ratios;
-  for (auto _ : state) {
-    set_cpu_gelu("libtorch");
-    const auto t0 = std::chrono::steady_clock::now();
-    runner.step();
-    const auto t1 = std::chrono::steady_clock::now();
-    set_cpu_gelu("onestep");
-    runner.step();
-    const auto t2 = std::chrono::steady_clock::now();
-    ratios.push_back(std::chrono::duration<double>(t2 - t1).count() / std::chrono::duration<double>(t1 - t0).count());
-  }
-  state.counters["median_ratio"] = median(ratios);
+  interleaved_ratio(
+      state,
+      [&] {
+        set_cpu_gelu("onestep");
+        runner.step();
+      },
+      [&] {
+        set_cpu_gelu("libtorch");
+        runner.step();
+      });
+  set_cpu_gelu("onestep");
 }
 
 void BM_MeanFlowOverFm(benchmark::State& state) { step_ratio(state, "meanflow", "fm"); }

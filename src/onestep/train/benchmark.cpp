@@ -33,11 +33,15 @@ void synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize();
 }
 
+}  // namespace
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const size_t n = values.size();
   return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
+
+namespace {
 
 // Median wall time in milliseconds of `iters` calls of `fn` after `warmup` untimed ones.
 double median_ms(const std::function<void()>& fn, const BenchOptions& options, const torch::Device& device) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <vector>
 
 #include "onestep/core/config.h"
 
@@ -20,6 +21,9 @@ struct BenchOptions {
   int64_t warmup = 5;  // untimed training steps (and sampler calls) first; the first gives loss_step0
   int64_t iters = 20;  // timed repetitions of each measurement
 };
+
+// The median of `values` (not empty): the mean of the middle two for an even count.
+double median(std::vector<double> values);
 
 // Benchmarks `config` (threads already set: set_threads) and returns the report.
 nlohmann::ordered_json run_benchmark(const Config& config, const BenchOptions& options);
