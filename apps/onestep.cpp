@@ -49,11 +49,12 @@ std::string default_run_dir(const Config& config) {
   return (fs::path("runs") / (config.get_string("method.name") + "-" + data + "-" + stamp)).string();
 }
 
-// The CPU threads, matrix-product library and GELU kernel a config asks for.
+// The CPU threads, matrix-product library, GELU kernel and freed memory a config asks for.
 void set_runtime(const Config& config) {
   set_threads(config.get_int("train.threads"));
   set_cpu_gemm(config.get_string("train.cpu_gemm"));
   set_cpu_gelu(config.get_string("train.cpu_gelu"));
+  set_cpu_memory(config.get_string("train.cpu_memory"));
 }
 
 // A method's modules loaded from a checkpoint, ready to sample: EMA weights unless told otherwise.
@@ -201,11 +202,11 @@ int run_info(bool keys, const std::string& ckpt) {
                 checkpoint.config.to_toml().c_str());
     return 0;
   }
-  const int threads = set_threads(0);
-  std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores), matrix products on %d (%s), GELU %s\ncuda: "
-              "%s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
-              "0.1.0", compat::torch_version().c_str(), threads, std::thread::hardware_concurrency(), blas_threads(),
-              cpu_gemm().c_str(), cpu_gelu().c_str(),
+  set_runtime(Config{});  // the defaults
+  std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores), matrix products on %d (%s), GELU %s\n"
+              "freed CPU memory: %s\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
+              "0.1.0", compat::torch_version().c_str(), at::get_num_threads(), std::thread::hardware_concurrency(),
+              blas_threads(), cpu_gemm().c_str(), cpu_gelu().c_str(), cpu_memory().c_str(),
               torch::cuda::is_available() ? ("yes, " + std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
                                           : "no",
               component_usages("method").c_str(), component_usages("model").c_str(),

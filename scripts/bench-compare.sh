@@ -16,7 +16,9 @@
 # Environment: ROUNDS (3), WARMUP (2), ITERS (15; 5 for the image networks on cpu), PYTHON
 # (/usr/bin/python3: Debian's python3-torch), OUT (a temporary folder: the JSON reports),
 # PROFILE (1: the twin's first round also runs torch.profiler, see bench/python/bench.py
-# --profile; the table gains the twin's GPU kernel time per step).
+# --profile; the table gains the twin's GPU kernel time per step), TWIN_MEMORY (release: the
+# twin runs with glibc's malloc as Python users do; keep: with GLIBC_TUNABLES set to what onestep's
+# train.cpu_memory = keep sets in its own process, src/onestep/core/runtime.h).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 BUILD_DIR DEVICE [LABEL='onestep bench arguments' ...]" >&2
@@ -26,6 +28,11 @@ build=$1 device=$2
 shift 2
 here=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${ROUNDS:-3} warmup=${WARMUP:-2} python=${PYTHON:-/usr/bin/python3}
+case ${TWIN_MEMORY:=release} in
+  release) twin_tunables=${GLIBC_TUNABLES:-} ;;
+  keep) twin_tunables=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 ;;
+  *) echo "$0: TWIN_MEMORY=$TWIN_MEMORY: expected release or keep" >&2; exit 2 ;;
+esac
 out=$(realpath -m "${OUT:-$(mktemp -d)}")
 mkdir -p "$out"
 cd "$here"
@@ -78,7 +85,7 @@ for config in "${configs[@]}"; do
     # PyTorch's torch.set_num_threads does not reach OpenBLAS's own pool.
     blas=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["blas_threads"])' \
       "$out/$label-$round-onestep.json")
-    OPENBLAS_NUM_THREADS=$blas "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
+    GLIBC_TUNABLES=$twin_tunables OPENBLAS_NUM_THREADS=$blas "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
       --json "$out/$label-$round-python.json" "${profile[@]}" >&2
     "$python" -c 'import json, sys
 label, paths = sys.argv[1], sys.argv[2:]
@@ -89,13 +96,13 @@ if ours != twin:
   done
 done
 
-"$python" - "$out" "$rounds" "${labels[@]}" <<'PY'
+"$python" - "$out" "$rounds" "$TWIN_MEMORY" "${labels[@]}" <<'PY'
 """Medians over rounds, ratios onestep / Python, and the step-0 loss check."""
 import json
 import statistics
 import sys
 
-out, rounds, labels = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out, rounds, twin_memory, labels = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 failures = []
 
 
@@ -118,10 +125,11 @@ def measures(report):
 
 first = load(labels[0], 1, "onestep"), load(labels[0], 1, "python")
 print(f"onestep: LibTorch {first[0]['torch']}; Python twin: PyTorch {first[1]['torch']}; device {first[0]['device']}; "
-      f"{rounds} interleaved rounds; times are medians over rounds of each run's median (ms)")
+      f"{rounds} interleaved rounds; the twin's freed memory: {twin_memory} (TWIN_MEMORY); "
+      "times are medians over rounds of each run's median (ms)")
 print()
 profiled = any("profile_kernel_ms_per_step" in load(label, 1, "python") for label in labels)
-print("| config | batch | threads (products, library, GELU) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
+print("| config | batch | threads (products, library, GELU, memory) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
       "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |"
       + (" twin's GPU kernels per step |" if profiled else ""))
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if profiled else ""))
@@ -131,7 +139,7 @@ for label in labels:
     loss_ours, loss_twin = ours[0]["loss_step0"], twin[0]["loss_step0"]
     if abs(loss_twin - loss_ours) > 0.2 * abs(loss_ours):
         failures.append(f"{label}: step-0 loss onestep {loss_ours:.4g} vs twin {loss_twin:.4g} (more than 20% apart)")
-    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']}, {ours[0]['cpu_gemm']}, {ours[0]['cpu_gelu']})", f"{ours[0]['parameters']:,}",
+    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']}, {ours[0]['cpu_gemm']}, {ours[0]['cpu_gelu']}, {ours[0]['cpu_memory']})", f"{ours[0]['parameters']:,}",
            f"{loss_ours:.4g} / {loss_twin:.4g}"]
     for key in ("step", "nfe1", "latency"):
         a = [measures(o)[key] for o in ours]

@@ -29,7 +29,8 @@ void expect_positive(const nlohmann::json& report, const std::string& key) {
 // The keys every report has, with the checks that hold on any device.
 void expect_report(const nlohmann::json& report, const std::string& method, int64_t batch) {
   for (const char* key :
-       {"tool", "torch", "method", "network", "data", "device", "cpu_gemm", "cpu_gelu", "peak_memory_kind", "bf16_note"})
+       {"tool", "torch", "method", "network", "data", "device", "cpu_gemm", "cpu_gelu", "cpu_memory", "peak_memory_kind",
+        "bf16_note"})
     EXPECT_TRUE(report.contains(key) && report[key].is_string()) << key << " in " << report.dump();
   EXPECT_EQ(report["method"], method);
   EXPECT_EQ(report["batch"], batch);
@@ -82,11 +83,13 @@ INSTANTIATE_TEST_SUITE_P(Registered, BenchMethod,
 TEST(Bench, PrintsJsonOnStdoutForAnImageConfig) {
   const auto result = run_onestep("bench -c " + std::string(ONESTEP_SOURCE_DIR) +
                                   "/configs/fmnist/meanflow.toml --warmup 0 --iters 1 train.batch_size=2 "
-                                  "model.channels=8 model.emb_dim=16 model.heads=2 train.cpu_gelu=libtorch");
+                                  "model.channels=8 model.emb_dim=16 model.heads=2 train.cpu_gelu=libtorch "
+                                  "train.cpu_memory=release");
   ASSERT_EQ(result.status, 0) << result.out;
   const auto report = nlohmann::json::parse(result.out);
   expect_report(report, "meanflow", 2);
   EXPECT_EQ(report["cpu_gelu"], "LibTorch");
+  EXPECT_EQ(report["cpu_memory"], "release");
   EXPECT_EQ(report["network"], "unet");
   EXPECT_EQ(report["data"], "fashion-mnist");
 }

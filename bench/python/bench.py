@@ -99,6 +99,13 @@ def blas_threads():
     return torch.get_num_threads()
 
 
+def cpu_memory():
+    """onestep's train.cpu_memory as this process has it: "keep" where glibc's malloc was told to
+    serve large blocks from its heap (GLIBC_TUNABLES, as scripts/bench-compare.sh does with
+    TWIN_MEMORY=keep), else "release" (glibc's defaults)."""
+    return "keep" if "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "") else "release"
+
+
 def peak_memory(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocator_peak"
@@ -186,7 +193,8 @@ def main():
         "device": str(device), "threads": torch.get_num_threads(),
         # PyTorch's own library for the float32 products and its GELU kernel (onestep's
         # train.cpu_gemm and train.cpu_gelu can choose).
-        "blas_threads": blas_threads(), "cpu_gemm": "BLAS", "cpu_gelu": "LibTorch", "warmup": args.warmup, "iters": args.iters,
+        "blas_threads": blas_threads(), "cpu_gemm": "BLAS", "cpu_gelu": "LibTorch", "cpu_memory": cpu_memory(),
+        "warmup": args.warmup, "iters": args.iters,
     }
 
     if device.type == "cuda":

@@ -65,7 +65,11 @@ std::vector<KeySpec> build_general_keys() {
                  "LibTorch's BLAS"),
       string_key("train.cpu_gelu", "onestep", {"onestep", "libtorch"},
                  "tanh-approximate GELU of float32 CPU tensors (dit, causal): onestep's kernel or "
-                 "LibTorch's gelu (2.5-3x slower; the docs' figures dated before 2026-11-29 used it)"),
+                 "LibTorch's gelu (2.5-8x slower; the docs' figures dated before 2026-11-29 used it)"),
+      string_key("train.cpu_memory", "keep", {"keep", "release"},
+                 "freed CPU memory: keep it in the process for the next step (glibc's malloc: no mapping below "
+                 "32 MiB, no trimming below 1 GiB free) or release it to the system at once (glibc's defaults: "
+                 "a page fault per page of every step's tensors)"),
       string_key("train.precision", "fp32", {"fp32", "bf16"},
                  "bf16: autocast the loss's forward passes to bfloat16 (JVPs stay float32)"),
       bool_key("train.tf32", false, "allow TF32 tensor cores for float32 matrix products on CUDA"),

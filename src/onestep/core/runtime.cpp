@@ -1,10 +1,14 @@
-// Thread count and device selection (see runtime.h).
+// Thread count, freed CPU memory and device selection (see runtime.h).
 #include "onestep/core/runtime.h"
 
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <strings.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <thread>
 
@@ -18,6 +22,8 @@ namespace {
 // PyTorch wheels link MKL (whose threads at::set_num_threads sets) and have neither symbol.
 using OpenBlasSetThreads = void (*)(int);
 using OpenBlasGetThreads = int (*)();
+
+std::atomic<bool> memory_kept{false};
 
 }  // namespace
 
@@ -54,6 +60,21 @@ int blas_threads() {
   const auto get = reinterpret_cast<OpenBlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   return get ? get() : at::get_num_threads();
 }
+
+void set_cpu_memory(const std::string& name) {
+#if defined(__GLIBC__)
+  const bool keep = name == "keep";
+  if (keep == memory_kept) return;
+  constexpr int kGlibcInitial = 128 << 10, kKeepMapped = 32 << 20, kKeepTrim = 1 << 30;
+  mallopt(M_MMAP_THRESHOLD, keep ? kKeepMapped : kGlibcInitial);
+  mallopt(M_TRIM_THRESHOLD, keep ? kKeepTrim : kGlibcInitial);
+  memory_kept = keep;
+#else
+  (void)name;
+#endif
+}
+
+std::string cpu_memory() { return memory_kept ? "keep" : "release"; }
 
 torch::Device resolve_device(const std::string& name) {
   if (name == "cpu") return torch::kCPU;

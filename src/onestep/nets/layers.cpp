@@ -84,7 +84,7 @@ void set_cpu_gelu(const std::string& name) { use_gelu_kernel = name != "libtorch
 
 std::string cpu_gelu() {
   if (!use_gelu_kernel) return "LibTorch";
-  return gelu_kernel::best_isa() == gelu_kernel::Isa::Avx2 ? "onestep (AVX2)" : "onestep (baseline)";
+  return std::string("onestep (") + gelu_kernel::isa_name(gelu_kernel::best_isa()) + ")";
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
