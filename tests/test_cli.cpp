@@ -130,8 +130,8 @@ TEST_F(Cli, EvaluatesDuringTrainingWithoutChangingTheRun) {
 }
 
 // train.cpu_memory changes where freed tensors go, not a number: with blocks of 512 KiB (batch 512,
-// width 256: mapped and unmapped each step when released, reused when kept), the two runs give
-// the same losses, weights, EMA and optimizer state, bit for bit.
+// width 256; above glibc's initial bound for mapping), the two runs give the same losses, weights,
+// EMA and optimizer state, bit for bit.
 TEST_F(Cli, KeptOrReleasedMemoryGivesTheSameRun) {
   const std::string args = "train train.steps=8 train.log_every=1 train.sample_every=0 eval.at_end=false "
                            "data.name=8gaussians train.batch_size=512 model.width=256 model.depth=2 ";
