@@ -49,9 +49,11 @@ std::string default_run_dir(const Config& config) {
   return (fs::path("runs") / (config.get_string("method.name") + "-" + data + "-" + stamp)).string();
 }
 
-// The CPU threads, matrix-product library, GELU kernel and freed memory a config asks for.
+// The CPU threads, idle OpenMP workers, matrix-product library, GELU kernel and freed memory a
+// config asks for (setting the workers' wait may execute the command again: before any output).
 void set_runtime(const Config& config) {
   set_threads(config.get_int("train.threads"));
+  set_openmp_wait(config.get_string("train.cpu_wait"));
   set_cpu_gemm(config.get_string("train.cpu_gemm"));
   set_cpu_gelu(config.get_string("train.cpu_gelu"));
   set_cpu_memory(config.get_string("train.cpu_memory"));
@@ -204,9 +206,9 @@ int run_info(bool keys, const std::string& ckpt) {
   }
   set_runtime(Config{});  // the defaults
   std::printf("onestep %s, LibTorch %s\nthreads: %d (of %u cores), matrix products on %d (%s), GELU %s\n"
-              "freed CPU memory: %s\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
+              "idle OpenMP workers: %s\nfreed CPU memory: %s\ncuda: %s\nmethods: %s\nnetworks: %s\ndatasets: %s\n",
               "0.1.0", compat::torch_version().c_str(), at::get_num_threads(), std::thread::hardware_concurrency(),
-              blas_threads(), cpu_gemm().c_str(), cpu_gelu().c_str(), cpu_memory().c_str(),
+              blas_threads(), cpu_gemm().c_str(), cpu_gelu().c_str(), openmp_wait().c_str(), cpu_memory().c_str(),
               torch::cuda::is_available() ? ("yes, " + std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
                                           : "no",
               component_usages("method").c_str(), component_usages("model").c_str(),
@@ -217,7 +219,7 @@ int run_info(bool keys, const std::string& ckpt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  restart_with_sleeping_openmp_workers(argv);
+  allow_restart(argv);
   CLI::App app{"onestep: train and evaluate one-step and few-step generative models"};
   app.require_subcommand(1);
 

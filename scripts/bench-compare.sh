@@ -18,7 +18,9 @@
 # PROFILE (1: the twin's first round also runs torch.profiler, see bench/python/bench.py
 # --profile; the table gains the twin's GPU kernel time per step), TWIN_MEMORY (release: the
 # twin runs with glibc's malloc as Python users do; keep: with GLIBC_TUNABLES set to what onestep's
-# train.cpu_memory = keep sets in its own process, src/onestep/core/runtime.h).
+# train.cpu_memory = keep sets in its own process, src/onestep/core/runtime.h), TWIN_OPENMP (default:
+# the twin's idle OpenMP workers wait as Python users have them, spinning for about 3 ms beside
+# OpenBLAS's own threads; passive: OMP_WAIT_POLICY=PASSIVE for the twin, so that they sleep at once).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 BUILD_DIR DEVICE [LABEL='onestep bench arguments' ...]" >&2
@@ -32,6 +34,11 @@ case ${TWIN_MEMORY:=release} in
   release) twin_tunables=${GLIBC_TUNABLES:-} ;;
   keep) twin_tunables=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 ;;
   *) echo "$0: TWIN_MEMORY=$TWIN_MEMORY: expected release or keep" >&2; exit 2 ;;
+esac
+case ${TWIN_OPENMP:=default} in
+  default) twin_wait=() ;;
+  passive) twin_wait=(OMP_WAIT_POLICY=PASSIVE) ;;
+  *) echo "$0: TWIN_OPENMP=$TWIN_OPENMP: expected default or passive" >&2; exit 2 ;;
 esac
 out=$(realpath -m "${OUT:-$(mktemp -d)}")
 mkdir -p "$out"
@@ -85,7 +92,7 @@ for config in "${configs[@]}"; do
     # PyTorch's torch.set_num_threads does not reach OpenBLAS's own pool.
     blas=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["blas_threads"])' \
       "$out/$label-$round-onestep.json")
-    GLIBC_TUNABLES=$twin_tunables OPENBLAS_NUM_THREADS=$blas "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
+    env "${twin_wait[@]}" GLIBC_TUNABLES="$twin_tunables" OPENBLAS_NUM_THREADS="$blas" "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
       --json "$out/$label-$round-python.json" "${profile[@]}" >&2
     "$python" -c 'import json, sys
 label, paths = sys.argv[1], sys.argv[2:]
@@ -125,11 +132,12 @@ def measures(report):
 
 first = load(labels[0], 1, "onestep"), load(labels[0], 1, "python")
 print(f"onestep: LibTorch {first[0]['torch']}; Python twin: PyTorch {first[1]['torch']}; device {first[0]['device']}; "
-      f"{rounds} interleaved rounds; the twin's freed memory: {twin_memory} (TWIN_MEMORY); "
+      f"{rounds} interleaved rounds; the twin's freed memory: {twin_memory} (TWIN_MEMORY), its idle OpenMP workers: "
+      f"{first[1].get('openmp_wait', 'not reported')}; "
       "times are medians over rounds of each run's median (ms)")
 print()
 profiled = any("profile_kernel_ms_per_step" in load(label, 1, "python") for label in labels)
-print("| config | batch | threads (products, library, GELU, memory) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
+print("| config | batch | threads (products, library, GELU, idle OpenMP workers, memory) | parameters | step-0 loss onestep / twin | train step onestep | twin | ratio "
       "| 1-NFE batch onestep | twin | ratio | batch-1 latency onestep | twin | ratio |"
       + (" twin's GPU kernels per step |" if profiled else ""))
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if profiled else ""))
@@ -139,7 +147,7 @@ for label in labels:
     loss_ours, loss_twin = ours[0]["loss_step0"], twin[0]["loss_step0"]
     if abs(loss_twin - loss_ours) > 0.2 * abs(loss_ours):
         failures.append(f"{label}: step-0 loss onestep {loss_ours:.4g} vs twin {loss_twin:.4g} (more than 20% apart)")
-    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']}, {ours[0]['cpu_gemm']}, {ours[0]['cpu_gelu']}, {ours[0]['cpu_memory']})", f"{ours[0]['parameters']:,}",
+    row = [label, str(ours[0]["batch"]), f"{ours[0]['threads']} ({ours[0]['blas_threads']}, {ours[0]['cpu_gemm']}, {ours[0]['cpu_gelu']}, {ours[0]['openmp_wait']}, {ours[0]['cpu_memory']})", f"{ours[0]['parameters']:,}",
            f"{loss_ours:.4g} / {loss_twin:.4g}"]
     for key in ("step", "nfe1", "latency"):
         a = [measures(o)[key] for o in ours]

@@ -29,7 +29,8 @@ void expect_positive(const nlohmann::json& report, const std::string& key) {
 // The keys every report has, with the checks that hold on any device.
 void expect_report(const nlohmann::json& report, const std::string& method, int64_t batch) {
   for (const char* key :
-       {"tool", "torch", "method", "network", "data", "device", "cpu_gemm", "cpu_gelu", "cpu_memory", "peak_memory_kind",
+       {"tool", "torch", "method", "network", "data", "device", "cpu_gemm", "cpu_gelu", "openmp_wait", "cpu_memory",
+        "peak_memory_kind",
         "bf16_note"})
     EXPECT_TRUE(report.contains(key) && report[key].is_string()) << key << " in " << report.dump();
   EXPECT_EQ(report["method"], method);

@@ -25,6 +25,7 @@ namespace fs = std::filesystem;
 namespace {
 
 using Result = onestep::testing_support::CommandResult;
+using onestep::testing_support::run_command;
 using onestep::testing_support::run_onestep;
 using onestep::testing_support::losses;
 
@@ -129,19 +130,35 @@ TEST_F(Cli, EvaluatesDuringTrainingWithoutChangingTheRun) {
   EXPECT_NE(html.find("<tr><td>2</td><td>100%</td>"), std::string::npos);
 }
 
+// A short training run for the settings that must not change a number, and the check that two
+// such runs are the same: losses, weights, EMA and optimizer state, bit for bit.
+const std::string kSameRunArgs = "train train.steps=8 train.log_every=1 train.sample_every=0 eval.at_end=false "
+                                 "data.name=8gaussians train.batch_size=512 model.width=256 model.depth=2 ";
+
+void expect_same_run(const std::string& a, const std::string& b) {
+  EXPECT_EQ(losses(a + "/metrics.jsonl"), losses(b + "/metrics.jsonl"));
+  const auto first = onestep::read_safetensors(a + "/checkpoint.safetensors").tensors;
+  const auto second = onestep::read_safetensors(b + "/checkpoint.safetensors").tensors;
+  ASSERT_EQ(first.size(), second.size());
+  for (const auto& [name, tensor] : first) EXPECT_TRUE(torch::equal(tensor, second.at(name))) << name;
+}
+
 // train.cpu_memory changes where freed tensors go, not a number: with blocks of 512 KiB (batch 512,
 // width 256; above glibc's initial bound for mapping), the two runs give the same losses, weights,
 // EMA and optimizer state, bit for bit.
 TEST_F(Cli, KeptOrReleasedMemoryGivesTheSameRun) {
-  const std::string args = "train train.steps=8 train.log_every=1 train.sample_every=0 eval.at_end=false "
-                           "data.name=8gaussians train.batch_size=512 model.width=256 model.depth=2 ";
-  ASSERT_EQ(run(args + "train.cpu_memory=keep --out " + path("keep")).status, 0);
-  ASSERT_EQ(run(args + "train.cpu_memory=release --out " + path("release")).status, 0);
-  EXPECT_EQ(losses(path("keep/metrics.jsonl")), losses(path("release/metrics.jsonl")));
-  const auto kept = onestep::read_safetensors(path("keep/checkpoint.safetensors")).tensors;
-  const auto released = onestep::read_safetensors(path("release/checkpoint.safetensors")).tensors;
-  ASSERT_EQ(kept.size(), released.size());
-  for (const auto& [name, tensor] : kept) EXPECT_TRUE(torch::equal(tensor, released.at(name))) << name;
+  ASSERT_EQ(run(kSameRunArgs + "train.cpu_memory=keep --out " + path("keep")).status, 0);
+  ASSERT_EQ(run(kSameRunArgs + "train.cpu_memory=release --out " + path("release")).status, 0);
+  expect_same_run(path("keep"), path("release"));
+}
+
+// train.cpu_wait changes when the work is done, not what is computed: the same two-thread run
+// with idle OpenMP workers asleep or spinning, bit for bit.
+TEST_F(Cli, IdleOpenMpWorkersWaitingAnyWayGiveTheSameRun) {
+  const std::string args = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT " ONESTEP_BINARY " " + kSameRunArgs + "train.threads=2 ";
+  ASSERT_EQ(run_command(args + "train.cpu_wait=sleep --out " + path("sleep")).status, 0);
+  ASSERT_EQ(run_command(args + "train.cpu_wait=spin --out " + path("spin")).status, 0);
+  expect_same_run(path("sleep"), path("spin"));
 }
 
 // train.ema_warmup reaches the EMA: after one step the shadow is 0.1 initial + 0.9 live (decay

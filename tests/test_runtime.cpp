@@ -45,8 +45,8 @@ class SavedVariable {
   bool had_ = false;
 };
 
-// Clears OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY and has the float32 products computed by
-// OpenBLAS for each test, then restores them, one thread and the default library.
+// Clears OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY and GOMP_SPINCOUNT and has the float32 products
+// computed by OpenBLAS for each test, then restores them, one thread and the default library.
 class RuntimeThreads : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -54,13 +54,14 @@ class RuntimeThreads : public ::testing::Test {
     if (set_ == nullptr) GTEST_SKIP() << "this LibTorch does not use OpenBLAS";
     unsetenv("OPENBLAS_NUM_THREADS");
     unsetenv("OMP_WAIT_POLICY");
+    unsetenv("GOMP_SPINCOUNT");
     set_cpu_gemm("blas");
   }
   void TearDown() override {
     if (set_ != nullptr) set_threads(1);
     set_cpu_gemm("auto");
   }
-  SavedVariable blas_variable_{"OPENBLAS_NUM_THREADS"}, wait_variable_{"OMP_WAIT_POLICY"};
+  SavedVariable blas_variable_{"OPENBLAS_NUM_THREADS"}, wait_variable_{"OMP_WAIT_POLICY"}, spin_variable_{"GOMP_SPINCOUNT"};
   void (*set_)(int) = nullptr;
 };
 
@@ -69,6 +70,14 @@ TEST_F(RuntimeThreads, MatrixProductsFollowTheThreadsWhereIdleWorkersSleep) {
   EXPECT_EQ(set_threads(2), 2);
   EXPECT_EQ(blas_threads(), 1) << "OpenMP's workers spin when idle: the products stay on the calling thread";
   setenv("OMP_WAIT_POLICY", "passive", 1);
+  set_threads(2);
+  EXPECT_EQ(blas_threads(), 2);
+  EXPECT_EQ(openmp_wait(), "sleep");
+  setenv("GOMP_SPINCOUNT", "30000", 1);  // passive, yet spinning first: libgomp's count wins
+  set_threads(2);
+  EXPECT_EQ(blas_threads(), 1);
+  EXPECT_EQ(openmp_wait(), "spin 30000 times, then sleep");
+  setenv("GOMP_SPINCOUNT", "0", 1);
   set_threads(2);
   EXPECT_EQ(blas_threads(), 2);
   set_threads(1);
@@ -118,6 +127,37 @@ TEST(RuntimeCommand, MatrixProductsGetTheThreadsOfTheCommand) {
     EXPECT_EQ(threads_line("env -u OPENBLAS_NUM_THREADS OMP_WAIT_POLICY=active"),
               all + "matrix products on " + (onednn_gemm_available() ? std::to_string(cores) : "1") + library);
   }
+}
+
+// A field of the bench report (compact JSON on stdout) of the command with the variables cleared
+// and then ENVIRONMENT set: a string's value without its quotes, a number's digits.
+std::string bench_field(const std::string& environment, const std::string& overrides, const std::string& field) {
+  const auto result = testing_support::run_command(
+      "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u OPENBLAS_NUM_THREADS " + environment + " " ONESTEP_BINARY
+      " bench --warmup 0 --iters 1 model.width=16 model.depth=2 train.batch_size=16 " + overrides);
+  EXPECT_EQ(result.status, 0) << result.out;
+  const std::string key = "\"" + field + "\":";
+  auto begin = result.out.find(key);
+  if (begin == std::string::npos) return "no " + field + " in: " + result.out;
+  begin += key.size();
+  if (result.out[begin] == '"') return result.out.substr(begin + 1, result.out.find('"', begin + 1) - begin - 1);
+  return result.out.substr(begin, result.out.find_first_of(",}", begin) - begin);
+}
+
+// train.cpu_wait: on more than one thread the command restarts itself, once, with the idle
+// OpenMP workers asked for (spinning, OpenBLAS keeps to the calling thread). One thread has no
+// workers: no restart. Variables the user set win.
+TEST(RuntimeCommand, IdleOpenMpWorkersWaitAsTheConfigSays) {
+  const std::string brief = "spin " + std::to_string(kBriefOpenMpSpins) + " times, then sleep";
+  EXPECT_EQ(bench_field("", "train.threads=2", "openmp_wait"), "sleep");
+  EXPECT_EQ(bench_field("", "train.threads=2 train.cpu_wait=spin", "openmp_wait"), brief);
+  if (dlsym(RTLD_DEFAULT, "openblas_set_num_threads") != nullptr) {
+    EXPECT_EQ(bench_field("", "train.threads=2 train.cpu_gemm=blas", "blas_threads"), "2");
+    EXPECT_EQ(bench_field("", "train.threads=2 train.cpu_gemm=blas train.cpu_wait=spin", "blas_threads"), "1");
+  }
+  EXPECT_EQ(bench_field("", "train.threads=1 train.cpu_wait=spin", "openmp_wait"), "spin (OpenMP's default)");
+  EXPECT_EQ(bench_field("OMP_WAIT_POLICY=active", "train.threads=2", "openmp_wait"), "spin");
+  EXPECT_EQ(bench_field("GOMP_SPINCOUNT=5", "train.threads=2", "openmp_wait"), "spin 5 times, then sleep");
 }
 
 long minor_page_faults() {

@@ -106,6 +106,17 @@ def cpu_memory():
     return "keep" if "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "") else "release"
 
 
+def openmp_wait():
+    """How idle OpenMP workers wait, read from the environment as libgomp reads it (onestep's
+    openmp_wait in src/onestep/core/runtime.h words it the same way)."""
+    policy, spins = os.environ.get("OMP_WAIT_POLICY", "").lower(), os.environ.get("GOMP_SPINCOUNT")
+    if policy == "passive" and (spins is None or spins.isdigit() and int(spins) == 0):
+        return "sleep"
+    if spins is not None:
+        return f"spin {spins} times, then sleep"
+    return "spin" if policy == "active" else "spin (OpenMP's default)"
+
+
 def peak_memory(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocator_peak"
@@ -193,7 +204,8 @@ def main():
         "device": str(device), "threads": torch.get_num_threads(),
         # PyTorch's own library for the float32 products and its GELU kernel (onestep's
         # train.cpu_gemm and train.cpu_gelu can choose).
-        "blas_threads": blas_threads(), "cpu_gemm": "BLAS", "cpu_gelu": "LibTorch", "cpu_memory": cpu_memory(),
+        "blas_threads": blas_threads(), "cpu_gemm": "BLAS", "cpu_gelu": "LibTorch",
+        "openmp_wait": openmp_wait(), "cpu_memory": cpu_memory(),
         "warmup": args.warmup, "iters": args.iters,
     }
 

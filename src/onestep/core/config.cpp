@@ -70,6 +70,9 @@ std::vector<KeySpec> build_general_keys() {
                  "freed CPU memory: keep it in the process for the next step (glibc's malloc: no mapping below "
                  "32 MiB, no trimming below 1 GiB free) or release it to the system at once (glibc's defaults: "
                  "a page fault per page of every step's tensors)"),
+      string_key("train.cpu_wait", "sleep", {"sleep", "spin"},
+                 "idle OpenMP workers on more than one CPU thread: sleep at once, or spin about 30 us first "
+                 "(faster steps when the run has the cores to itself, far slower when other processes share them)"),
       string_key("train.precision", "fp32", {"fp32", "bf16"},
                  "bf16: autocast the loss's forward passes to bfloat16 (JVPs stay float32)"),
       bool_key("train.tf32", false, "allow TF32 tensor cores for float32 matrix products on CUDA"),

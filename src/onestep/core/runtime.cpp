@@ -1,4 +1,4 @@
-// Thread count, freed CPU memory and device selection (see runtime.h).
+// Thread count, OpenMP's idle workers, freed CPU memory and device selection (see runtime.h).
 #include "onestep/core/runtime.h"
 
 #include <dlfcn.h>
@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "onestep/core/cpu_gemm.h"
@@ -24,12 +26,25 @@ using OpenBlasSetThreads = void (*)(int);
 using OpenBlasGetThreads = int (*)();
 
 std::atomic<bool> memory_kept{false};
+char** restart_arguments = nullptr;  // allow_restart
 
 }  // namespace
 
 bool openmp_workers_sleep() {
   const char* policy = std::getenv("OMP_WAIT_POLICY");
-  return policy != nullptr && strcasecmp(policy, "passive") == 0;
+  const char* spins = std::getenv("GOMP_SPINCOUNT");
+  char* end = nullptr;
+  const bool no_spins = spins == nullptr || (std::strtoll(spins, &end, 10) == 0 && end != spins && *end == '\0');
+  return policy != nullptr && strcasecmp(policy, "passive") == 0 && no_spins;
+}
+
+std::string openmp_wait() {
+  if (openmp_workers_sleep()) return "sleep";
+  const char* spins = std::getenv("GOMP_SPINCOUNT");
+  if (spins != nullptr) return std::string("spin ") + spins + " times, then sleep";
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  if (policy != nullptr && strcasecmp(policy, "active") == 0) return "spin";
+  return "spin (OpenMP's default)";
 }
 
 int set_threads(int64_t requested) {
@@ -40,7 +55,7 @@ int set_threads(int64_t requested) {
   // does not reach: beside other processes it oversubscribes the machine, and beside OpenMP
   // workers that spin while idle the two pools take turns on the same cores (a toy MLP step
   // up to 4x slower; docs/benchmarks.md). So the matrix products get the same threads where idle
-  // OpenMP workers sleep (the onestep command sees to that), else the calling thread alone.
+  // OpenMP workers sleep (set_openmp_wait sees to that), else the calling thread alone.
   if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr) {
     if (auto set = reinterpret_cast<OpenBlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
       set(threads == 1 || openmp_workers_sleep() ? threads : 1);
@@ -48,11 +63,18 @@ int set_threads(int64_t requested) {
   return threads;
 }
 
-void restart_with_sleeping_openmp_workers(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+void allow_restart(char** argv) { restart_arguments = argv; }
+
+void set_openmp_wait(const std::string& name) {
+  if (at::get_num_threads() == 1 || restart_arguments == nullptr) return;
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: then carry on as started
+  if (name == "spin") setenv("GOMP_SPINCOUNT", std::to_string(kBriefOpenMpSpins).c_str(), 1);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  execv("/proc/self/exe", restart_arguments);  // returns only on failure: then carry on as started
   unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
 }
 
 int blas_threads() {

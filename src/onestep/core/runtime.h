@@ -15,13 +15,35 @@ namespace onestep {
 // Returns the intra-op threads in use.
 int set_threads(int64_t requested);
 
-// Whether OMP_WAIT_POLICY is "passive": idle OpenMP workers sleep instead of spinning.
+// Whether idle OpenMP workers sleep at once: OMP_WAIT_POLICY is "passive" and GOMP_SPINCOUNT
+// unset or 0 (libgomp's reading of the two).
 bool openmp_workers_sleep();
 
-// OpenMP reads OMP_WAIT_POLICY once, when its library loads: unless the variable is set, this
-// sets it to PASSIVE and executes the program again with the same arguments (call it first
-// thing in main).
-void restart_with_sleeping_openmp_workers(char** argv);
+// How idle OpenMP workers wait, from the same variables: "sleep", "spin N times, then sleep",
+// "spin", or "spin (OpenMP's default)" (libgomp: about 3 ms, then sleep).
+std::string openmp_wait();
+
+// Lets set_openmp_wait execute the program again with these arguments (call it first thing in
+// main; the arguments must outlive the program).
+void allow_restart(char** argv);
+
+// How often an idle OpenMP worker checks for work before it sleeps (GOMP_SPINCOUNT) under
+// `train.cpu_wait = spin`: libgomp counts about 100,000 checks per millisecond, so about 30 us,
+// a hundredth of its default. Counts from 1,000 to 300,000 made the same steps faster within the
+// noise of the 2-vCPU VM, and larger counts make processes that share cores far slower (two of
+// two threads each on two cores: 1.7-2.5x at 3,000, 7-15x at 30,000; docs/benchmarks.md).
+constexpr long long kBriefOpenMpSpins = 3000;
+
+// `train.cpu_wait`: how idle OpenMP workers wait for the next parallel region on more than one
+// thread. "sleep": at once (OMP_WAIT_POLICY=PASSIVE), so that they take no core from OpenBLAS's
+// own threads or from other processes. "spin": kBriefOpenMpSpins checks first, so that each of a
+// step's operations finds them awake (on the 2-vCPU VM of 2026-12-06, two threads: the toy
+// MeanFlow step 1.5x faster, the U-Net's 1.2-1.3x), and OpenBLAS keeps to the calling thread;
+// for a run that has its cores to itself (above: processes that share them). OpenMP reads this
+// only when its library loads: so, where allowed (allow_restart) and unless OMP_WAIT_POLICY or
+// GOMP_SPINCOUNT is set, this sets them and executes the program again, once. One thread has
+// no workers: nothing to set.
+void set_openmp_wait(const std::string& name);
 
 // Threads of the float32 matrix products: OpenBLAS's where LibTorch uses it, else the intra-op
 // threads (oneDNN (cpu_gemm.h) and MKL follow at::set_num_threads).

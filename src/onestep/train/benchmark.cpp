@@ -125,6 +125,7 @@ nlohmann::ordered_json run_benchmark(const Config& config, const BenchOptions& o
   report["blas_threads"] = blas_threads();
   report["cpu_gemm"] = cpu_gemm();
   report["cpu_gelu"] = cpu_gelu();
+  report["openmp_wait"] = openmp_wait();
   report["cpu_memory"] = cpu_memory();
   report["warmup"] = options.warmup;
   report["iters"] = options.iters;

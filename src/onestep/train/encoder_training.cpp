@@ -57,6 +57,7 @@ double train_feature_encoder(const EncoderTrainOptions& options) {
   if (!(options.lr > 0)) throw UserError("encoder train: --lr must be positive");
   if (options.threads < 0) throw UserError("encoder train: --threads must be 0 (all cores) or more");
   set_threads(options.threads);
+  set_openmp_wait(Config{}.get_string("train.cpu_wait"));  // the default
   Config config;
   config.apply_override("data.name=fashion-mnist");
   for (const auto& assignment : options.data) {

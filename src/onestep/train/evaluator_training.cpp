@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "onestep/core/config.h"
 #include "onestep/core/error.h"
 #include "onestep/core/progress.h"
 #include "onestep/core/runtime.h"
@@ -65,6 +66,7 @@ double train_evaluator(const EvaluatorTrainOptions& options) {
   if (!(options.lr > 0)) throw UserError("evaluator train: --lr must be positive");
   if (options.threads < 0) throw UserError("evaluator train: --threads must be 0 (all cores) or more");
   set_threads(options.threads);
+  set_openmp_wait(Config{}.get_string("train.cpu_wait"));  // the default
 
   auto dataset = make_fashion_mnist_dataset(options.data_dir, /*hflip=*/true);
   const Batch test = dataset->heldout(kTestImages);
