@@ -42,7 +42,7 @@ constexpr long long kBriefOpenMpSpins = 3000;
 // for a run that has its cores to itself (above: processes that share them). OpenMP reads this
 // only when its library loads: so, where allowed (allow_restart) and unless OMP_WAIT_POLICY or
 // GOMP_SPINCOUNT is set, this sets them and executes the program again, once. One thread has
-// no workers: nothing to set.
+// no workers: nothing to set (call it after set_threads, whose thread count it reads).
 void set_openmp_wait(const std::string& name);
 
 // Threads of the float32 matrix products: OpenBLAS's where LibTorch uses it, else the intra-op
