@@ -2,6 +2,8 @@
 // MeanFlow (forward-mode JVP, and the double-backward fallback) and of Terminal Velocity
 // Matching (JVP kept in the graph, target network pass) on the same MLP and batch; and the
 // DiT's FM step with onestep's GELU kernel and with LibTorch's (train.cpu_gelu).
+// The host's work per step left when the step is captured as CUDA graphs (train.cuda_graph):
+// the data batch and the loss's draws of FM and MeanFlow on Fashion-MNIST.
 // `<A>Over<B>` interleaves two steps and reports the median of the per-pair time ratios, which
 // is robust to the noise of shared machines. Run: make bench.
 #include <benchmark/benchmark.h>
@@ -118,6 +120,24 @@ void BM_MeanFlowOverFm(benchmark::State& state) { step_ratio(state, "meanflow", 
 void BM_TvmOverFm(benchmark::State& state) { step_ratio(state, "tvm", "fm"); }
 void BM_TvmOverMeanFlow(benchmark::State& state) { step_ratio(state, "tvm", "meanflow"); }
 
+// Arguments: the batch size, and 0 for FM, 1 for MeanFlow. One thread, as the host of a GPU run
+// draws (the generator's draws are serial).
+void BM_HostDrawsOfACapturedStep(benchmark::State& state) {
+  set_threads(1);
+  Config config;
+  config.apply_override("data.name=fashion-mnist");
+  config.apply_override(std::string("method.name=") + (state.range(1) == 1 ? "meanflow" : "fm"));
+  config.validate();
+  const auto dataset = make_dataset(config);
+  const auto method = make_method(config);
+  auto gen = at::detail::createCPUGenerator(0);
+  for (auto _ : state) {
+    const Batch batch = method->training_batch(*dataset, state.range(0), gen);
+    benchmark::DoNotOptimize(method->draw(batch, gen));
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
 }  // namespace
 
 BENCHMARK(BM_FmStep)->Arg(256)->Unit(benchmark::kMillisecond);
@@ -127,6 +147,10 @@ BENCHMARK(BM_TvmStep)->Arg(256)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MeanFlowOverFm)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(BM_TvmOverFm)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(BM_TvmOverMeanFlow)->Arg(256)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_HostDrawsOfACapturedStep)
+    ->ArgsProduct({{64, 256}, {0, 1}})
+    ->ArgNames({"batch", "meanflow"})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DitFmStepGeluKernelOverLibTorch)->Arg(8)->Unit(benchmark::kMillisecond)->Iterations(15);
 
 BENCHMARK_MAIN();

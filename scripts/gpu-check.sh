@@ -13,7 +13,8 @@
 #   tests    ctest, 16 at a time, in the time left (the log has the output of any failure);
 # and, when named:
 #   speed    training steps/s of FM and MeanFlow on the U-Net, and of FM, MeanFlow and TVM on the
-#            DiT (SPEED_MODELS, default "unet dit"; GPU_CHECK_BATCHES, default "64 256");
+#            DiT (SPEED_MODELS, default "unet dit"; GPU_CHECK_BATCHES, default "64 256"), each also
+#            with the step captured as CUDA graphs (train.cuda_graph=true);
 #   results  scripts/fmnist-results.sh on CUDA, every run of METHODS at once (default "dtm fhtm";
 #            TVM alone and the drifting runs, "drifting drifting-npos8 drifting-npos128", each need
 #            a call of their own: docs/benchmarks.md, ninth session), in runs/gpu-fmnist. Each
@@ -148,12 +149,14 @@ if has speed; then
         extra=(model.name=dit model.width=256 model.depth=6 model.heads=4 model.patch_size=2)
       fi
       for batch in ${GPU_CHECK_BATCHES:-64 256}; do
-        run="$detail/runs/$method-$model-$batch"; rm -rf "$run"
-        timeout 240 build-gpu/onestep train -c "$config" --out "$run" train.device=cuda \
-          train.steps=200 train.log_every=100 train.sample_every=0 train.ckpt_every=0 eval.at_end=false \
-          train.batch_size="$batch" "${extra[@]}" > "$run.log" 2>&1
-        rate=$(tail -1 "$run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys;print(json.loads(sys.stdin.read())["steps_per_s"])' 2>/dev/null)
-        echo "- $method $model batch $batch: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
+        for graph in false true; do
+          run="$detail/runs/$method-$model-$batch-graph-$graph"; rm -rf "$run"
+          timeout 240 build-gpu/onestep train -c "$config" --out "$run" train.device=cuda \
+            train.steps=200 train.log_every=100 train.sample_every=0 train.ckpt_every=0 eval.at_end=false \
+            train.batch_size="$batch" train.cuda_graph="$graph" "${extra[@]}" > "$run.log" 2>&1
+          rate=$(tail -1 "$run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys;print(json.loads(sys.stdin.read())["steps_per_s"])' 2>/dev/null)
+          echo "- $method $model batch $batch, train.cuda_graph=$graph: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
+        done
       done
     done
   done

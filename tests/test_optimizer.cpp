@@ -106,10 +106,14 @@ TEST(Optimizer, ClippingBoundsTheGlobalNorm) {
   FlatParameters flat({{"a", a}, {"b", b}});
   a.mutable_grad() = torch::tensor({3.0f, 0.0f});
   b.mutable_grad() = torch::tensor({4.0f});
-  const double norm = gradient_norm(flat).item<double>();
-  EXPECT_NEAR(norm, 5.0, 1e-6);
+  const auto norm = gradient_norm(flat);
+  EXPECT_NEAR(norm.item<double>(), 5.0, 1e-6);
+  clip_gradients(flat, norm, 6.0);  // within the bound: untouched
+  EXPECT_TRUE(torch::equal(a.grad(), torch::tensor({3.0f, 0.0f})));
   clip_gradients(flat, norm, 1.0);
   EXPECT_NEAR(std::sqrt(a.grad().pow(2).sum().item<double>() + b.grad().pow(2).sum().item<double>()), 1.0, 1e-5);
+  // The factor is max_norm / (norm + 1e-6) in double, applied as float, as a host scalar would be.
+  EXPECT_EQ(b.grad().item<float>(), 4.0f * static_cast<float>(1.0 / (norm.item<double>() + 1e-6)));
 }
 
 TEST(Ema, FollowsTheClosedForm) {

@@ -28,11 +28,23 @@ const OptionSchema<FlowMatchingOptions>& FlowMatchingOptions::schema() {
 }
 
 LossOutput FlowMatching::loss(const LossContext& context, const Batch& batch) {
+  return loss_given(context, batch, draws_on(draw(batch, context.gen), batch.x.device()));
+}
+
+std::string FlowMatching::capture_refusal() const {
+  return options_.coupling.on_host() ? "method.coupling = '" + options_.coupling.kind + "' pairs on the host" : "";
+}
+
+LossDraws FlowMatching::draw(const Batch& batch, torch::Generator& gen) const {
+  const auto t = options_.time_sampler.draw(batch.x.size(0), gen);
+  const auto e = draw_noise(batch.x.sizes(), gen, torch::kCPU);
+  return {t, e, draw_label_drop(batch.y, options_.label_dropout.p, gen)};
+}
+
+LossOutput FlowMatching::loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) {
   NetworkImpl& net = context.modules["net"];
-  const auto t = options_.time_sampler.draw(batch.x.size(0), context.gen).to(batch.x.device());
-  const auto point = draw_path_point(batch.x, t, context.gen, options_.coupling, batch.y);
-  const auto c = drop_labels(batch.y, net.null_label(), options_.label_dropout.p, context.gen);
-  return loss_at(net, point, c);
+  const auto point = path_point(batch.x, draws[0], options_.coupling.pair(batch.x, draws[1], batch.y));
+  return loss_at(net, point, drop_labels(batch.y, net.null_label(), draws[2]));
 }
 
 LossOutput FlowMatching::loss_at(NetworkImpl& net, const PathPoint& point, const torch::Tensor& c) const {

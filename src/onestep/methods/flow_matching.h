@@ -23,6 +23,10 @@ class FlowMatching : public Method {
 
   std::string name() const override { return "fm"; }
   LossOutput loss(const LossContext& context, const Batch& batch) override;
+  // Draws: the times t, the noise e and the label-dropout mask.
+  std::string capture_refusal() const override;
+  LossDraws draw(const Batch& batch, torch::Generator& gen) const override;
+  LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) override;
   // The loss at given path points and (already dropped) labels c; exposed for tests.
   LossOutput loss_at(NetworkImpl& net, const PathPoint& point, const torch::Tensor& c) const;
   // Euler: plan.steps evaluations, one per step. Heun: plan.steps evaluations in

@@ -85,7 +85,10 @@ torch::Tensor Coupling::pair(const torch::Tensor& x, const torch::Tensor& e, con
 
 PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen,
                           const Coupling& coupling, const torch::Tensor& labels) {
-  const auto e = coupling.pair(x, draw_noise(x.sizes(), gen, x.device()), labels);
+  return path_point(x, t, coupling.pair(x, draw_noise(x.sizes(), gen, x.device()), labels));
+}
+
+PathPoint path_point(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& e) {
   return {t, e, interpolate(x, e, t), e - x};
 }
 
@@ -97,9 +100,17 @@ const OptionSchema<LabelDropout>& LabelDropout::schema() {
 }
 
 torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, double p, torch::Generator& gen) {
+  return drop_labels(labels, num_classes, draw_label_drop(labels, p, gen));
+}
+
+torch::Tensor draw_label_drop(const torch::Tensor& labels, double p, torch::Generator& gen) {
+  if (!labels.defined()) return {};
+  return torch::rand({labels.size(0)}, gen) < p;
+}
+
+torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, const torch::Tensor& drop) {
   if (!labels.defined()) return labels;
-  const auto drop = (torch::rand({labels.size(0)}, gen) < p).to(labels.device());
-  return torch::where(drop, torch::full_like(labels, num_classes), labels);
+  return torch::where(drop.to(labels.device()), torch::full_like(labels, num_classes), labels);
 }
 
 std::pair<torch::Tensor, torch::Tensor> conditional_and_unconditional(NetworkImpl& net, const NetInput& input) {

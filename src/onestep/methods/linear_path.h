@@ -44,6 +44,9 @@ struct Coupling {
   static const OptionSchema<Coupling>& schema();
   // The rows of e (B x ...) reordered to pair with x (B x ...); labels (B) or undefined.
   torch::Tensor pair(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& labels) const;
+  // Whether pair() works on the host (the assignment solver): a step that pairs so cannot be
+  // captured as a CUDA graph.
+  bool on_host() const { return kind != "independent"; }
 };
 
 // One point on the path per sample: times t (B), noise e, z_t = (1 - t) x + t e, v_t = e - x.
@@ -54,6 +57,8 @@ struct PathPoint {
 // and v_t for data x at times t (B, on x's device).
 PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen,
                           const Coupling& coupling = Coupling{}, const torch::Tensor& labels = {});
+// The path point of data x at times t (B) with noise e already paired with it (on x's device).
+PathPoint path_point(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& e);
 // z_t = (1 - t) x + t e, with t per sample.
 torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& t);
 
@@ -66,6 +71,10 @@ struct LabelDropout {
 // Replaces each label by the null label `num_classes` with probability `p` (CFG training).
 // Returns undefined for undefined labels.
 torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, double p, torch::Generator& gen);
+// The same in two halves: the draw (CPU, true where a label is to be dropped; undefined for
+// undefined labels) and its use (labels with `num_classes` where `drop` is true).
+torch::Tensor draw_label_drop(const torch::Tensor& labels, double p, torch::Generator& gen);
+torch::Tensor drop_labels(const torch::Tensor& labels, int64_t num_classes, const torch::Tensor& drop);
 
 // The CFG double batch: one network call on the input twice, with the labels and with the null
 // label; returns (conditional, unconditional) outputs.

@@ -101,11 +101,23 @@ torch::Tensor MeanFlow::fold_guidance(const torch::Tensor& v_t, const torch::Ten
 }
 
 LossOutput MeanFlow::loss(const LossContext& context, const Batch& batch) {
+  return loss_given(context, batch, draws_on(draw(batch, context.gen), batch.x.device()));
+}
+
+std::string MeanFlow::capture_refusal() const {
+  return options_.coupling.on_host() ? "method.coupling = '" + options_.coupling.kind + "' pairs on the host" : "";
+}
+
+LossDraws MeanFlow::draw(const Batch& batch, torch::Generator& gen) const {
+  const auto [t, r] = sample_time_pair(batch.x.size(0), gen);
+  const auto e = draw_noise(batch.x.sizes(), gen, torch::kCPU);
+  return {t, r, e, draw_label_drop(batch.y, options_.label_dropout.p, gen)};
+}
+
+LossOutput MeanFlow::loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) {
   NetworkImpl& net = context.modules["net"];
-  auto [t, r] = sample_time_pair(batch.x.size(0), context.gen);
-  const auto point = draw_path_point(batch.x, t.to(batch.x.device()), context.gen, options_.coupling, batch.y);
-  const auto c = drop_labels(batch.y, net.null_label(), options_.label_dropout.p, context.gen);
-  return loss_at(net, point, r.to(batch.x.device()), batch.y, c);
+  const auto point = path_point(batch.x, draws[0], options_.coupling.pair(batch.x, draws[2], batch.y));
+  return loss_at(net, point, draws[1], batch.y, drop_labels(batch.y, net.null_label(), draws[3]));
 }
 
 LossOutput MeanFlow::loss_at(NetworkImpl& net, const PathPoint& point, const torch::Tensor& r,

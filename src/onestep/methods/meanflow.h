@@ -46,6 +46,10 @@ class MeanFlow : public Method {
   std::string name() const override { return "meanflow"; }
   TimePair sample_time_pair(int64_t n, torch::Generator& gen) const;
   LossOutput loss(const LossContext& context, const Batch& batch) override;
+  // Draws: the times t and r, the noise e and the label-dropout mask.
+  std::string capture_refusal() const override;
+  LossDraws draw(const Batch& batch, torch::Generator& gen) const override;
+  LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) override;
   // The loss at given path points, start times r, labels (for folded guidance) and dropped
   // labels c; exposed for tests.
   LossOutput loss_at(NetworkImpl& net, const PathPoint& point, const torch::Tensor& r, const torch::Tensor& labels,

@@ -1,6 +1,8 @@
 // Method construction through the registry, the default module set and ModuleSet (see method.h).
 #include "onestep/methods/method.h"
 
+#include <stdexcept>
+
 #include "onestep/core/config.h"
 
 namespace onestep {
@@ -20,6 +22,20 @@ NetSpec Method::net_spec(const DataInfo& data) const {
   spec.in_shape = spec.out_shape = data.sample_shape;
   spec.num_classes = data.num_classes;
   return spec;
+}
+
+LossDraws Method::draw(const Batch&, torch::Generator&) const {
+  throw std::logic_error("method " + name() + " has no draw(): " + capture_refusal());
+}
+
+LossOutput Method::loss_given(const LossContext&, const Batch&, const LossDraws&) {
+  throw std::logic_error("method " + name() + " has no loss_given(): " + capture_refusal());
+}
+
+LossDraws draws_on(const LossDraws& draws, const torch::Device& device) {
+  LossDraws out;
+  for (const auto& draw : draws) out.push_back(draw.defined() ? draw.to(device) : draw);
+  return out;
 }
 
 void ModuleSet::add(const std::string& name, Network module) { modules_.emplace_back(name, std::move(module)); }

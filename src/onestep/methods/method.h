@@ -61,6 +61,12 @@ struct LossOutput {
   std::map<std::string, torch::Tensor> parts;
 };
 
+// The random draws of one share's loss (Method::draw), in the method's order.
+using LossDraws = std::vector<torch::Tensor>;
+
+// `draws` moved to `device` (undefined ones stay undefined).
+LossDraws draws_on(const LossDraws& draws, const torch::Device& device);
+
 // How a training step may be split into shares (processes, micro-batches) whose gradients are
 // averaged, so that the split step trains as one step over all the shares' draws.
 enum class StepSplit {
@@ -143,6 +149,16 @@ class Method {
   virtual void set_process_share(ProcessShare share) { (void)share; }
 
   virtual LossOutput loss(const LossContext& context, const Batch& batch) = 0;
+  // The loss in two halves, for train.cuda_graph (which captures a step's device work once and
+  // replays it): draw() makes every random draw of one share's loss on the host with `gen`, in the
+  // order loss() makes them (CPU tensors; undefined where nothing is drawn), and loss_given()
+  // computes the loss from the batch and those draws moved to the batch's device, with device work
+  // only (no host transfer, no shape that depends on values); loss() is loss_given(draw()), draw
+  // for draw. capture_refusal() says why this method, with its options, has no such split ("" where
+  // it has one); draw() and loss_given() are only called where it is "".
+  virtual std::string capture_refusal() const { return "its loss does not split into host draws and device work"; }
+  virtual LossDraws draw(const Batch& batch, torch::Generator& gen) const;
+  virtual LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws);
   // Maps noise (B x noise_shape) to samples following `plan`; labels: B int64 classes, or
   // undefined for unconditional sampling. Throws UserError for a plan the method cannot run.
   virtual torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,

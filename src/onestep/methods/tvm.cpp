@@ -74,25 +74,39 @@ torch::Tensor Tvm::terminal_term(NetworkImpl& net, NetworkImpl& target, const to
 }
 
 LossOutput Tvm::loss(const LossContext& context, const Batch& batch) {
+  return loss_given(context, batch, draws_on(draw(batch, context.gen), batch.x.device()));
+}
+
+std::string Tvm::capture_refusal() const {
+  return options_.coupling.on_host() ? "method.coupling = '" + options_.coupling.kind + "' pairs on the host" : "";
+}
+
+LossDraws Tvm::draw(const Batch& batch, torch::Generator& gen) const {
+  const int64_t n = batch.x.size(0);
+  const auto gap = torch::sigmoid(torch::randn({n}, gen) * options_.gap_sigma + options_.gap_mu);
+  const auto s = options_.time_sampler.draw_below(1 - gap, gen);
+  const auto t = torch::minimum(s + gap, torch::ones_like(s));
+  const auto s_fm = options_.time_sampler.draw(n, gen);
+  const auto e = draw_noise(batch.x.sizes(), gen, torch::kCPU);
+  const auto drop = draw_label_drop(batch.y, options_.label_dropout.p, gen);
+  torch::Tensor w;
+  if (drop.defined()) w = options_.cfg_min + (options_.cfg_max - options_.cfg_min) * torch::rand({n}, gen);
+  return {t, s, s_fm, e, drop, w};
+}
+
+LossOutput Tvm::loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) {
   NetworkImpl& net = context.modules["net"];
   NetworkImpl& target = context.target ? (*context.target)["net"] : net;
   const auto& x = batch.x;
-  const auto device = x.device();
   const int64_t n = x.size(0);
-  const auto gap = torch::sigmoid(torch::randn({n}, context.gen) * options_.gap_sigma + options_.gap_mu);
-  const auto s = options_.time_sampler.draw_below(1 - gap, context.gen);
-  const auto t = torch::minimum(s + gap, torch::ones_like(s)).to(device);
-  const auto s_fm = options_.time_sampler.draw(n, context.gen).to(device);
-  const auto e = options_.coupling.pair(x, draw_noise(x.sizes(), context.gen, device), batch.y);
-  const auto c = drop_labels(batch.y, net.null_label(), options_.label_dropout.p, context.gen);
+  const auto &t = draws[0], &s = draws[1], &s_fm = draws[2];
+  const auto e = options_.coupling.pair(x, draws[3], batch.y);
+  const auto c = drop_labels(batch.y, net.null_label(), draws[4]);
   auto w = torch::ones({n}, x.options());
-  if (c.defined()) {
-    w = (options_.cfg_min + (options_.cfg_max - options_.cfg_min) * torch::rand({n}, context.gen)).to(device);
-    w = torch::where(c.eq(net.null_label()), torch::ones_like(w), w);
-  }
+  if (c.defined()) w = torch::where(c.eq(net.null_label()), torch::ones_like(draws[5]), draws[5]);
   const auto extra = guidance_input(net, w);
 
-  const auto terminal = terminal_term(net, target, interpolate(x, e, t), t, s.to(device), c, extra);
+  const auto terminal = terminal_term(net, target, interpolate(x, e, t), t, s, c, extra);
   const auto z_fm = interpolate(x, e, s_fm);
   auto v_target = e - x;
   if (c.defined() && options_.cfg_max > 1.0) {  // guided FM target w v + (1 - w) u⁻(z, s', null)

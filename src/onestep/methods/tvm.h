@@ -44,6 +44,11 @@ class Tvm : public Method {
   NetSpec net_spec(const DataInfo& data) const override;
   double target_ema_decay() const override { return options_.target_ema; }
   LossOutput loss(const LossContext& context, const Batch& batch) override;
+  // Draws: the times t, s and s' (the FM term's), the noise e, the label-dropout mask and, for
+  // labelled data, the guidance scales w.
+  std::string capture_refusal() const override;
+  LossDraws draw(const Batch& batch, torch::Generator& gen) const override;
+  LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) override;
   torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
                        const SamplingPlan& plan) override;
 

@@ -49,10 +49,30 @@ Ema::Ema(ModuleSet shadow, const ModuleSet& live, EmaSchedule schedule)
 }
 
 void Ema::update(const ModuleSet& live, const FlatParameters& live_parameters, int64_t step) {
+  prepare(step);
+  apply(live, live_parameters);
+}
+
+void Ema::prepare(int64_t step) {
+  weight_ = 1.0 - schedule_.at(step);
+  if (shadow_parameters_.numel() == 0 || shadow_parameters_.data().device().is_cpu()) return;
+  torch::NoGradGuard no_grad;
+  if (!weight_tensor_.defined()) weight_tensor_ = torch::zeros({}, shadow_parameters_.data().options());
+  weight_tensor_.fill_(weight_);
+}
+
+void Ema::apply(const ModuleSet& live, const FlatParameters& live_parameters) {
   torch::NoGradGuard no_grad;
   if (live_parameters.numel() != shadow_parameters_.numel())
     throw std::logic_error("Ema::update: the live parameters do not match the shadow modules");
-  if (shadow_parameters_.numel() > 0) shadow_parameters_.data().lerp_(live_parameters.data(), 1.0 - schedule_.at(step));
+  if (shadow_parameters_.numel() > 0) {
+    auto& shadow = shadow_parameters_.data();
+    if (shadow.device().is_cpu()) {
+      shadow.lerp_(live_parameters.data(), weight_);
+    } else {
+      shadow.lerp_(live_parameters.data(), weight_tensor_);
+    }
+  }
   for (size_t m = 0; m < live.items().size(); ++m) {
     const auto live_buffers = live.items()[m].second->buffers();
     auto shadow_buffers = shadow_.items()[m].second->buffers();

@@ -36,7 +36,14 @@ class Ema {
   Ema(ModuleSet shadow, const ModuleSet& live, EmaSchedule schedule);
   // One update after training step `step` (0 for the first; a resumed run goes on from its step).
   // `live_parameters` holds the parameters of `live`, in the order of live.named_parameters().
+  // prepare(step), then apply().
   void update(const ModuleSet& live, const FlatParameters& live_parameters, int64_t step);
+  // The host half of an update: the decay of step `step` (in a tensor on the weights' device
+  // off the CPU).
+  void prepare(int64_t step);
+  // The device half, with the decay of the last prepare(), no host value read (a CUDA graph
+  // captures it once and replays it after each prepare()).
+  void apply(const ModuleSet& live, const FlatParameters& live_parameters);
   ModuleSet& modules() { return shadow_; }
   const ModuleSet& modules() const { return shadow_; }
   const EmaSchedule& schedule() const { return schedule_; }
@@ -45,6 +52,8 @@ class Ema {
   ModuleSet shadow_;
   FlatParameters shadow_parameters_;
   EmaSchedule schedule_;
+  double weight_ = 0;            // 1 - decay of the last prepare()
+  torch::Tensor weight_tensor_;  // the same on the weights' device (off the CPU)
 };
 
 // Copies parameters and buffers of `from` into `to` (same architecture).

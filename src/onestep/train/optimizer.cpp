@@ -47,6 +47,9 @@ Adam::Adam(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, 
   if (params_.numel() == 0) return;
   exp_avg_ = torch::zeros_like(params_.data());
   exp_avg_sq_ = torch::zeros_like(params_.data());
+  step_size_ = torch::zeros({}, params_.data().options());
+  bias2_tensor_ = torch::ones({}, params_.data().options());
+  keep_ = torch::ones({}, params_.data().options());
 }
 
 void Adam::zero_grad() {
@@ -54,28 +57,43 @@ void Adam::zero_grad() {
 }
 
 void Adam::step(double lr) {
+  prepare(lr);
+  apply();
+}
+
+void Adam::prepare(double lr) {
+  if (params_.numel() == 0) return;
+  ++step_count_;
+  lr_ = lr;
+  bias1_ = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
+  bias2_ = 1.0 - std::pow(options_.beta2, static_cast<double>(step_count_));
+  if (params_.data().device().is_cpu() && params_.data().scalar_type() == torch::kFloat) return;
+  torch::NoGradGuard no_grad;
+  step_size_.fill_(lr / bias1_);
+  bias2_tensor_.fill_(bias2_);
+  keep_.fill_(1.0 - lr * options_.weight_decay);
+}
+
+void Adam::apply() {
   if (params_.numel() == 0) return;
   torch::NoGradGuard no_grad;
-  ++step_count_;
-  const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
-  const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_count_));
   const auto& p = params_.data();
   auto grad = params_.grad();
   if (p.device().is_cpu() && p.scalar_type() == torch::kFloat) {
-    adam_update_cpu_float(p, grad, exp_avg_, exp_avg_sq_, options_, lr, bias1, bias2);
+    adam_update_cpu_float(p, grad, exp_avg_, exp_avg_sq_, options_, lr_, bias1_, bias2_);
     return;
   }
   if (options_.weight_decay != 0.0) {
     if (options_.decoupled) {
-      p.mul_(1.0 - lr * options_.weight_decay);
+      p.mul_(keep_);
     } else {
       grad = grad + options_.weight_decay * p;
     }
   }
   exp_avg_.mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
   exp_avg_sq_.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-  const auto denom = (exp_avg_sq_ / bias2).sqrt_().add_(options_.eps);
-  p.addcdiv_(exp_avg_, denom, -lr / bias1);
+  const auto denom = (exp_avg_sq_ / bias2_tensor_).sqrt_().add_(options_.eps);
+  p.sub_(exp_avg_.div(denom).mul_(step_size_));
 }
 
 std::map<std::string, torch::Tensor> Adam::state() const {
@@ -130,10 +148,12 @@ torch::Tensor gradient_norm(FlatParameters& params) {
   return params.grad().norm();
 }
 
-void clip_gradients(FlatParameters& params, double norm, double max_norm) {
-  if (params.numel() == 0 || max_norm <= 0 || norm <= max_norm) return;
+void clip_gradients(FlatParameters& params, const torch::Tensor& norm, double max_norm) {
+  if (params.numel() == 0 || max_norm <= 0) return;
   torch::NoGradGuard no_grad;
-  params.grad().mul_(max_norm / (norm + 1e-6));
+  const auto n = norm.to(torch::kDouble).reshape({});  // 0-dim: the gradients keep their dtype
+  const auto limit = torch::full_like(n, max_norm);
+  params.grad().mul_(torch::where(n > limit, limit / (n + 1e-6), torch::ones_like(n)));
 }
 
 }  // namespace onestep

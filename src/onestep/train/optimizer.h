@@ -29,8 +29,14 @@ class Adam {
   // The parameters become views of one buffer (FlatParameters); their gradients too, so a
   // parameter that got no gradient in a step counts as a zero gradient (its moments decay).
   Adam(std::vector<std::pair<std::string, torch::Tensor>> named_parameters, AdamOptions options);
-  // One update with learning rate `lr` from the parameters' .grad().
+  // One update with learning rate `lr` from the parameters' .grad(): prepare(lr), then apply().
   void step(double lr);
+  // The host half of a step: counts it and sets its rates (bias corrections, learning rate),
+  // held in tensors on the parameters' device except for the fused CPU float32 pass.
+  void prepare(double lr);
+  // The device half: the update with the rates of the last prepare(), no host value read (a CUDA
+  // graph captures it once and replays it after each prepare()).
+  void apply();
   void zero_grad();
   int64_t step_count() const { return step_count_; }
   FlatParameters& parameters() { return params_; }
@@ -45,6 +51,9 @@ class Adam {
   torch::Tensor exp_avg_, exp_avg_sq_;  // laid out like params_.data()
   AdamOptions options_;
   int64_t step_count_ = 0;
+  double lr_ = 0, bias1_ = 1, bias2_ = 1;  // of the last prepare()
+  // On the parameters' device: lr / bias1, bias2 and the decoupled decay's 1 - lr * weight_decay.
+  torch::Tensor step_size_, bias2_tensor_, keep_;
 };
 
 // AdamW (decoupled weight decay) over every parameter of `module`, named as the module names
@@ -63,8 +72,9 @@ struct LearningRateSchedule {
 // The global L2 norm of the gradients, as a tensor on their device (no host transfer).
 torch::Tensor gradient_norm(FlatParameters& params);
 
-// Scales the gradients, whose global L2 norm is `norm`, so that it is at most max_norm (0: no
-// clipping).
-void clip_gradients(FlatParameters& params, double norm, double max_norm);
+// Scales the gradients, whose global L2 norm is `norm` (a tensor on their device, as
+// gradient_norm returns it), so that it is at most max_norm (0: no clipping), without a host
+// transfer: by max_norm / (norm + 1e-6) where norm exceeds max_norm.
+void clip_gradients(FlatParameters& params, const torch::Tensor& norm, double max_norm);
 
 }  // namespace onestep

@@ -8,6 +8,7 @@
 #include "onestep/core/error.h"
 #include "onestep/core/runtime.h"
 #include "onestep/train/checkpoint.h"
+#include "onestep/train/cuda_graph.h"
 
 namespace onestep {
 namespace {
@@ -33,7 +34,61 @@ std::vector<torch::Tensor> module_tensors(const ModuleSet& modules) {
   return out;
 }
 
+// One share's loss as a double on the device, and the step's numbers from the shares': [sum of
+// the losses, count of the non-finite ones, each part's sum in name order].
+class ShareNumbers {
+ public:
+  void add(const LossOutput& out, const torch::Device& device) {
+    losses_.push_back(scalar(out.loss, device));
+    for (const auto& [name, value] : out.parts) parts_[name].push_back(scalar(value, device));
+  }
+  torch::Tensor numbers() const {
+    const auto all = torch::cat(losses_);
+    std::vector<torch::Tensor> totals = {all.sum().reshape({1}),
+                                         all.isfinite().logical_not().sum().to(torch::kDouble).reshape({1})};
+    for (const auto& [name, values] : parts_) totals.push_back(torch::cat(values).sum().reshape({1}));
+    return torch::cat(totals);
+  }
+  std::vector<std::string> part_names() const {
+    std::vector<std::string> names;
+    for (const auto& entry : parts_) names.push_back(entry.first);
+    return names;
+  }
+
+ private:
+  static torch::Tensor scalar(const torch::Tensor& value, const torch::Device& device) {
+    return value.detach().to(device, torch::kDouble).reshape({1});
+  }
+  std::vector<torch::Tensor> losses_;
+  std::map<std::string, std::vector<torch::Tensor>> parts_;
+};
+
+// A copy of `tensor` on `device` that later steps' inputs are copied into (undefined stays so).
+torch::Tensor static_copy(const torch::Tensor& tensor, const torch::Device& device) {
+  if (!tensor.defined()) return tensor;
+  return torch::empty(tensor.sizes(), tensor.options().device(device)).copy_(tensor);
+}
+
+void copy_into(const torch::Tensor& target, const torch::Tensor& source) {
+  if (!target.defined()) return;
+  if (target.sizes() != source.sizes())
+    throw std::logic_error("train.cuda_graph: a step input changed its shape from " + c10::str(target.sizes()) +
+                           " to " + c10::str(source.sizes()));
+  target.copy_(source);
+}
+
 }  // namespace
+
+// The captured work of train.cuda_graph: its inputs (each share's batch and loss draws, copied
+// into before each replay), its output (the step's numbers) and the two graphs.
+struct TrainingState::Graphs {
+  std::vector<Batch> batches;
+  std::vector<LossDraws> draws;
+  torch::Tensor numbers;
+  CapturedWork gradient, update;
+};
+
+TrainingState::~TrainingState() = default;
 
 TrainingState::TrainingState(const Config& config, ProcessGroup* group, int local_rank)
     : config_(config),
@@ -60,6 +115,18 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
   torch::manual_seed(seed);  // module initialisation
   dataset_ = make_dataset(config_);
   method_ = make_method(config_);
+  cuda_graph_ = config_.get_bool("train.cuda_graph");
+  if (cuda_graph_) {
+    const std::string refusal = method_->capture_refusal();
+    if (!refusal.empty())
+      throw UserError("train.cuda_graph = true: method.name = '" + method_->name() +
+                      "' cannot be captured as a CUDA graph (" + refusal + "); set train.cuda_graph = false");
+    if (group_)
+      throw UserError("train.cuda_graph = true runs in one process, this run has " + std::to_string(world_size_) +
+                      "; set train.cuda_graph = false");
+    if (!device_.is_cuda() && !cuda_graphs_emulated())
+      throw UserError("train.cuda_graph = true needs train.device = cuda, found '" + device_.str() + "'");
+  }
   data_info_ = {dataset_->sample_shape(), dataset_->num_classes(), data_std(*dataset_, seed)};
   const StepSplit split = method_->step_split(data_info_);
   const bool refused = (split == StepSplit::Processes && accumulate_ > 1) || (split == StepSplit::Whole && shares > 1);
@@ -99,14 +166,13 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
 }
 
 StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
+  if (cuda_graph_) return graph_step(step, stop_requested);
   optimizer_->zero_grad();
   // Each micro-batch adds its share of the gradient of the mean loss over the step's batch. The
-  // step's numbers (loss, non-finite count, stop flag, logged parts, gradient norm) stay on the
+  // step's numbers (loss, non-finite count, logged parts, stop flag, gradient norm) stay on the
   // device until one transfer at the end: on CUDA one process waits for the GPU once per step.
   // A non-finite micro-batch still runs backward; its step is skipped below.
-  const auto scalar = [&](const torch::Tensor& value) { return value.detach().to(device_, torch::kDouble).reshape({1}); };
-  std::vector<torch::Tensor> losses;
-  std::map<std::string, std::vector<torch::Tensor>> parts;
+  ShareNumbers shares;
   for (int64_t k = 0; k < accumulate_; ++k) {
     Batch batch = method_->training_batch(*dataset_, share_size_, streams_[k]);
     batch.x = batch.x.to(device_);
@@ -116,37 +182,123 @@ StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
       return method_->loss({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, streams_[k]}, batch);
     }();
     (out.loss / static_cast<double>(accumulate_)).backward();
-    losses.push_back(scalar(out.loss));
-    for (const auto& [name, value] : out.parts) parts[name].push_back(scalar(value));
+    shares.add(out, device_);
   }
-  const auto all_losses = torch::cat(losses);
-  std::vector<torch::Tensor> totals = {all_losses.sum().reshape({1}),
-                                       all_losses.isfinite().logical_not().sum().to(torch::kDouble).reshape({1}),
-                                       torch::full({1}, stop_requested ? 1.0 : 0.0, all_losses.options())};
-  for (const auto& [name, values] : parts) totals.push_back(torch::cat(values).sum().reshape({1}));
-  auto summed = torch::cat(totals);
+  part_names_ = shares.part_names();
+  auto numbers = shares.numbers();
+  numbers = torch::cat({numbers, torch::full({1}, stop_requested ? 1.0 : 0.0, numbers.options())});
   if (group_) {
     // Every process learns the step's losses, whether any share was non-finite, and whether any
     // process was asked to stop.
-    group_->all_reduce_sum({summed});
+    group_->all_reduce_sum({numbers});
     average_gradients(*group_, modules_.parameters());
   }
-  const auto host = torch::cat({summed, scalar(gradient_norm(optimizer_->parameters()))}).cpu();
-  const auto* values = host.data_ptr<double>();
+  const auto grad_norm = gradient_norm(optimizer_->parameters());
+  const auto host = torch::cat({numbers, grad_norm.to(device_, torch::kDouble).reshape({1})}).cpu();
+  const StepOutcome outcome = outcome_of(host, host.data_ptr<double>()[host.size(0) - 2] > 0);
+  if (!outcome.finite) return outcome;
+  prepare_update(step);
+  apply_update(grad_norm);
+  return outcome;
+}
+
+StepOutcome TrainingState::graph_step(int64_t step, bool stop_requested) {
+  std::vector<Batch> batches;
+  std::vector<LossDraws> draws;
+  for (int64_t k = 0; k < accumulate_; ++k) {
+    batches.push_back(method_->training_batch(*dataset_, share_size_, streams_[k]));
+    draws.push_back(method_->draw(batches.back(), streams_[k]));
+  }
+  if (!warmed_up_) {
+    // The process's first step: the same work, run on a side stream before any capture.
+    StepOutcome outcome;
+    run_before_capture([&] {
+      std::vector<Batch> on_device;
+      std::vector<LossDraws> draws_on_device;
+      for (int64_t k = 0; k < accumulate_; ++k) {
+        on_device.push_back({static_copy(batches[k].x, device_), static_copy(batches[k].y, device_)});
+        draws_on_device.push_back(draws_on(draws[k], device_));
+      }
+      const auto numbers = gradient_given(on_device, draws_on_device);
+      const auto host = numbers.cpu();
+      outcome = outcome_of(host, stop_requested);
+      if (!outcome.finite) return;
+      prepare_update(step);
+      apply_update(numbers.narrow(0, numbers.size(0) - 1, 1));
+    });
+    warmed_up_ = true;
+    return outcome;
+  }
+  if (!graphs_) {
+    auto graphs = std::make_unique<Graphs>();
+    for (int64_t k = 0; k < accumulate_; ++k) {
+      graphs->batches.push_back({static_copy(batches[k].x, device_), static_copy(batches[k].y, device_)});
+      LossDraws inputs;
+      for (const auto& draw : draws[k]) inputs.push_back(static_copy(draw, device_));
+      graphs->draws.push_back(inputs);
+    }
+    Graphs& g = *graphs;
+    g.gradient.capture([&] { g.numbers = gradient_given(g.batches, g.draws); });
+    g.update.capture([&] { apply_update(g.numbers.narrow(0, g.numbers.size(0) - 1, 1)); });
+    graphs_ = std::move(graphs);
+  } else {
+    for (int64_t k = 0; k < accumulate_; ++k) {
+      copy_into(graphs_->batches[k].x, batches[k].x);
+      copy_into(graphs_->batches[k].y, batches[k].y);
+      for (size_t i = 0; i < draws[k].size(); ++i) copy_into(graphs_->draws[k][i], draws[k][i]);
+    }
+  }
+  graphs_->gradient.replay();
+  const auto host = graphs_->numbers.cpu();
+  const StepOutcome outcome = outcome_of(host, stop_requested);
+  if (!outcome.finite) return outcome;
+  prepare_update(step);
+  graphs_->update.replay();
+  return outcome;
+}
+
+torch::Tensor TrainingState::gradient_given(const std::vector<Batch>& batches, const std::vector<LossDraws>& draws) {
+  optimizer_->zero_grad();
+  ShareNumbers shares;
+  for (int64_t k = 0; k < accumulate_; ++k) {
+    const LossOutput out = [&] {
+      const compat::AutocastScope autocast(device_.type(), bf16_);
+      return method_->loss_given({modules_, target_ema_ ? &target_ema_->modules() : nullptr, &frozen_, streams_[k]},
+                                 batches[k], draws[k]);
+    }();
+    (out.loss / static_cast<double>(accumulate_)).backward();
+    shares.add(out, device_);
+  }
+  part_names_ = shares.part_names();
+  const auto grad_norm = gradient_norm(optimizer_->parameters()).to(device_, torch::kDouble).reshape({1});
+  return torch::cat({shares.numbers(), grad_norm});
+}
+
+void TrainingState::prepare_update(int64_t step) {
+  optimizer_->prepare(schedule_.at(step));
+  ema_->prepare(step);
+  if (target_ema_) target_ema_->prepare(step);
+}
+
+void TrainingState::apply_update(const torch::Tensor& grad_norm) {
+  clip_gradients(optimizer_->parameters(), grad_norm, grad_clip_);
+  optimizer_->apply();
+  ema_->apply(modules_, optimizer_->parameters());
+  if (target_ema_) target_ema_->apply(modules_, optimizer_->parameters());
+}
+
+StepOutcome TrainingState::outcome_of(const torch::Tensor& numbers, bool stop) const {
+  const auto* values = numbers.data_ptr<double>();
+  const double grad_norm = values[numbers.size(0) - 1];
   StepOutcome outcome;
   const double shares = static_cast<double>(world_size_ * accumulate_);
   const bool nonfinite = values[1] > 0;
-  outcome.stop = values[2] > 0;
+  outcome.stop = stop;
   outcome.loss = nonfinite ? NAN : values[0] / shares;
-  outcome.grad_norm = nonfinite ? NAN : values[host.size(0) - 1];
+  outcome.grad_norm = nonfinite ? NAN : grad_norm;
   outcome.finite = !nonfinite && std::isfinite(outcome.grad_norm);
   if (!outcome.finite) return outcome;
-  clip_gradients(optimizer_->parameters(), outcome.grad_norm, grad_clip_);
-  optimizer_->step(schedule_.at(step));
-  ema_->update(modules_, optimizer_->parameters(), step);
-  if (target_ema_) target_ema_->update(modules_, optimizer_->parameters(), step);
-  int64_t i = 3;  // after the loss, the non-finite count and the stop flag, in `parts` order
-  for (const auto& entry : parts) outcome.parts[entry.first] = values[i++] / shares;
+  for (size_t i = 0; i < part_names_.size(); ++i) outcome.parts[part_names_[i]] = values[2 + i] / shares;
   return outcome;
 }
 

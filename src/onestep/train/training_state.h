@@ -4,7 +4,10 @@
 // time streams. In a data-parallel run (a ProcessGroup) each process draws its share of the
 // batch, split into train.accumulate micro-batches, from streams of its own, and gradients are
 // averaged over the processes before clipping. `onestep train` (trainer.cpp) and `onestep
-// bench` (benchmark.cpp) build it from a config and call the same step().
+// bench` (benchmark.cpp) build it from a config and call the same step(). With train.cuda_graph
+// the step's device work is captured as two CUDA graphs (the gradient; clipping, Adam and the
+// EMA) and replayed, so that the host's work per step is the data and noise draws, their copies
+// and two launches.
 #pragma once
 
 #include <map>
@@ -33,13 +36,17 @@ class TrainingState {
  public:
   // Validates the config and builds everything, initialised from train.seed, on train.device
   // (CUDA: device `local_rank` in a multi-process run). Throws UserError when the batch does
-  // not split into the run's shares or the method's loss cannot be split.
+  // not split into the run's shares, the method's loss cannot be split, or train.cuda_graph is
+  // asked for where it cannot run (not on CUDA, several processes, a method without draw()).
   explicit TrainingState(const Config& config, ProcessGroup* group = nullptr, int local_rank = 0);
+  ~TrainingState();
 
   // One training step at 0-based index `step` (sets the learning rate of the schedule): the
   // micro-batches, the method's loss, backward, the gradient average over processes, gradient
   // clipping, Adam and the EMA updates. `stop_requested`: this process was asked to stop; every
-  // process learns it through outcome.stop.
+  // process learns it through outcome.stop. With train.cuda_graph the process's first step runs
+  // on a side stream (the warm-up), the second captures the graphs, and from the second on every
+  // step replays them.
   StepOutcome step(int64_t step, bool stop_requested = false);
 
   // The states of all the run's data streams, in stream order (a collective in a multi-process
@@ -86,6 +93,26 @@ class TrainingState {
   std::vector<torch::Generator> streams_;
   double grad_clip_;
   bool bf16_ = false;  // train.precision
+
+  // train.cuda_graph: the captured work with its inputs and outputs (from the second step on).
+  struct Graphs;
+  bool cuda_graph_ = false;
+  bool warmed_up_ = false;
+  std::unique_ptr<Graphs> graphs_;
+  std::vector<std::string> part_names_;  // the loss parts of the last step, in name order
+
+  StepOutcome graph_step(int64_t step, bool stop_requested);
+  // The gradient of the step's mean loss from the shares' batches and loss draws (on the device)
+  // through Method::loss_given, with no host transfer (one process): returns the step's numbers,
+  // [loss sum, non-finite count, the parts' sums, gradient norm], as doubles on the device.
+  torch::Tensor gradient_given(const std::vector<Batch>& batches, const std::vector<LossDraws>& draws);
+  // The update after a finite step, in halves: on the host, the rates of step `step`; on the
+  // device, clipping by `grad_norm` (a device tensor), Adam and the EMA.
+  void prepare_update(int64_t step);
+  void apply_update(const torch::Tensor& grad_norm);
+  // The outcome from the step's numbers on the host: [loss sum, non-finite count, the parts'
+  // sums, ..., gradient norm].
+  StepOutcome outcome_of(const torch::Tensor& numbers, bool stop) const;
 };
 
 }  // namespace onestep

@@ -1,0 +1,150 @@
+// train.cuda_graph: every registered method (the registry drives this) either splits its loss
+// into host draws and device work, loss() being loss_given() of draw() draw for draw, or says
+// why not, and then a run that asks for CUDA graphs is refused with that reason; with captures
+// emulated (cuda_graph.h), a run whose step is captured after a warm-up step trains exactly as
+// the eager step does (same outcomes, weights, EMA, target EMA and optimizer state, with
+// micro-batches, clipping and labels); the refusals name the key to change; and on a GPU, real
+// captures train as the eager step does, to float32 rounding.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "onestep/core/config.h"
+#include "onestep/core/registry.h"
+#include "onestep/data/dataset.h"
+#include "onestep/methods/method.h"
+#include "onestep/train/cuda_graph.h"
+#include "onestep/train/training_state.h"
+#include "test_support.h"
+
+using namespace onestep;
+
+namespace {
+
+Config toy_config(const std::string& method, const std::vector<std::string>& extra = {}) {
+  Config config;
+  for (const auto* o : {"data.name=8gaussians", "model.width=32", "model.depth=2", "train.batch_size=64",
+                        "train.threads=1"})
+    config.apply_override(o);
+  std::istringstream overrides(testing_support::method_overrides(method));
+  for (std::string o; overrides >> o;) config.apply_override(o);
+  for (const auto& o : extra) config.apply_override(o);
+  config.validate();
+  return config;
+}
+
+bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!torch::equal(a[i], b[i])) return false;
+  return true;
+}
+
+}  // namespace
+
+class MethodCapture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MethodCapture, SplitsItsLossIntoHostDrawsAndDeviceWorkOrSaysWhyNot) {
+  const Config config = toy_config(GetParam());
+  auto method = make_method(config);
+  const std::string refusal = method->capture_refusal();
+  if (!refusal.empty()) {
+    const EmulatedCudaGraphs emulated;
+    Config asked = config;
+    asked.apply_override("train.cuda_graph=true");
+    const auto message = testing_support::user_error_message([&] { TrainingState state(asked); });
+    EXPECT_TRUE(testing_support::contains(message, "method.name = '" + GetParam() + "'")) << message;
+    EXPECT_TRUE(testing_support::contains(message, refusal)) << message;
+    EXPECT_TRUE(testing_support::contains(message, "train.cuda_graph = false")) << message;
+    return;
+  }
+  auto dataset = make_dataset(config);
+  torch::manual_seed(0);
+  const DataInfo info{dataset->sample_shape(), dataset->num_classes(), 1.0};
+  ModuleSet modules = method->build_modules(config, info);
+  auto data_gen = testing_support::seeded(3);
+  const Batch batch = method->training_batch(*dataset, 64, data_gen);
+  auto whole = testing_support::seeded(7), halves = testing_support::seeded(7);
+  const LossOutput expected = method->loss({modules, &modules, nullptr, whole}, batch);
+  const LossDraws draws = method->draw(batch, halves);
+  for (const auto& draw : draws)
+    if (draw.defined()) {
+      EXPECT_TRUE(draw.device().is_cpu());
+    }
+  EXPECT_TRUE(torch::equal(whole.get_state(), halves.get_state())) << "draw() draws what loss() draws";
+  auto unused = testing_support::seeded(11);
+  const LossOutput split = method->loss_given({modules, &modules, nullptr, unused}, batch, draws_on(draws, torch::kCPU));
+  EXPECT_TRUE(torch::equal(split.loss, expected.loss));
+  ASSERT_EQ(split.parts.size(), expected.parts.size());
+  for (const auto& [name, value] : expected.parts) EXPECT_TRUE(torch::equal(split.parts.at(name), value)) << name;
+  EXPECT_TRUE(torch::equal(unused.get_state(), testing_support::seeded(11).get_state())) << "loss_given draws nothing";
+}
+
+INSTANTIATE_TEST_SUITE_P(Registered, MethodCapture, ::testing::ValuesIn(testing_support::registered_names("method")),
+                         [](const auto& info) { return info.param; });
+
+TEST(CudaGraphStep, EmulatedCaptureTrainsAsTheEagerStep) {
+  // Two micro-batches, clipping that bites, the EMA warm-up and the learning-rate warm-up (the
+  // rates change at every step), labels with dropout (8gaussians), for every method that splits.
+  const EmulatedCudaGraphs emulated;
+  for (const auto& name : testing_support::registered_names("method")) {
+    const std::vector<std::string> extra = {"train.accumulate=2", "train.grad_clip=0.05", "train.ema_warmup=true",
+                                            "train.warmup=3", "train.steps=6"};
+    Config eager_config = toy_config(name, extra);
+    if (!make_method(eager_config)->capture_refusal().empty()) continue;
+    SCOPED_TRACE(name);
+    Config graph_config = eager_config;
+    graph_config.apply_override("train.cuda_graph=true");
+    TrainingState eager(eager_config), graph(graph_config);
+    for (int64_t step = 0; step < 6; ++step) {
+      const StepOutcome a = eager.step(step), b = graph.step(step);
+      ASSERT_TRUE(a.finite);
+      EXPECT_EQ(a.loss, b.loss) << "step " << step;
+      EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << step;
+      EXPECT_GT(a.grad_norm, 0.05) << "clipping bites";
+      EXPECT_EQ(a.parts, b.parts) << "step " << step;
+    }
+    EXPECT_TRUE(all_equal(eager.modules().parameters(), graph.modules().parameters()));
+    EXPECT_TRUE(all_equal(eager.ema().modules().parameters(), graph.ema().modules().parameters()));
+    if (eager.target_ema() != nullptr) {
+      EXPECT_TRUE(all_equal(eager.target_ema()->modules().parameters(), graph.target_ema()->modules().parameters()));
+    }
+    const auto eager_state = eager.optimizer().state(), graph_state = graph.optimizer().state();
+    for (const auto& [key, value] : eager_state) EXPECT_TRUE(torch::equal(value, graph_state.at(key))) << key;
+    EXPECT_TRUE(all_equal(eager.stream_states(), graph.stream_states()));
+  }
+}
+
+TEST(CudaGraphStep, RefusedWhereItCannotRun) {
+  const auto on_cpu = testing_support::user_error_message(
+      [] { TrainingState state(toy_config("fm", {"train.cuda_graph=true"})); });
+  EXPECT_TRUE(testing_support::contains(on_cpu, "train.cuda_graph = true needs train.device = cuda, found 'cpu'"))
+      << on_cpu;
+  const EmulatedCudaGraphs emulated;
+  const auto paired = testing_support::user_error_message(
+      [] { TrainingState state(toy_config("meanflow", {"train.cuda_graph=true", "method.coupling=minibatch-ot"})); });
+  EXPECT_TRUE(testing_support::contains(paired, "method.coupling = 'minibatch-ot' pairs on the host")) << paired;
+}
+
+TEST(CudaGraphStep, CapturedStepOnCudaTrainsAsTheEagerStep) {
+  if (!cuda_graphs_built() || !torch::cuda::is_available()) GTEST_SKIP() << "needs CUDA";
+  // The same kernels run on the same inputs, eagerly or replayed: the runs agree to float32
+  // rounding (bit for bit where the libraries pick the same algorithms).
+  for (const auto& name : testing_support::registered_names("method")) {
+    const Config eager_config = toy_config(name, {"train.device=cuda", "train.accumulate=2", "train.grad_clip=0.05",
+                                                  "train.ema_warmup=true", "train.warmup=3", "train.steps=6"});
+    if (!make_method(eager_config)->capture_refusal().empty()) continue;
+    SCOPED_TRACE(name);
+    Config graph_config = eager_config;
+    graph_config.apply_override("train.cuda_graph=true");
+    TrainingState eager(eager_config), graph(graph_config);
+    for (int64_t step = 0; step < 6; ++step) {
+      const StepOutcome a = eager.step(step), b = graph.step(step);
+      ASSERT_TRUE(a.finite && b.finite);
+      EXPECT_NEAR(a.loss, b.loss, 1e-5 * std::abs(a.loss)) << "step " << step;
+      EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-5 * a.grad_norm) << "step " << step;
+    }
+    const auto a = eager.ema().modules().parameters(), b = graph.ema().modules().parameters();
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-5, 1e-6)) << i;
+  }
+}
