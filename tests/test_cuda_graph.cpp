@@ -7,6 +7,8 @@
 // captures train as the eager step does, to float32 rounding.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <functional>
 #include <sstream>
 
 #include "onestep/core/config.h"
@@ -38,6 +40,31 @@ bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Ten
   for (size_t i = 0; i < a.size(); ++i)
     if (!torch::equal(a[i], b[i])) return false;
   return true;
+}
+
+// Six steps of every method that splits its loss, eagerly and with train.cuda_graph, on `device`:
+// two micro-batches, clipping that bites, the EMA and learning-rate warm-ups (the rates change at
+// every step), labels with dropout (8gaussians). `each_step` compares the two steps' outcomes,
+// `at_end` the two states.
+void train_eager_and_captured(const std::string& device,
+                              const std::function<void(const StepOutcome&, const StepOutcome&)>& each_step,
+                              const std::function<void(TrainingState&, TrainingState&)>& at_end) {
+  for (const auto& name : testing_support::registered_names("method")) {
+    const Config eager_config = toy_config(name, {"train.device=" + device, "train.accumulate=2", "train.grad_clip=0.05",
+                                                  "train.ema_warmup=true", "train.warmup=3", "train.steps=6"});
+    if (!make_method(eager_config)->capture_refusal().empty()) continue;
+    SCOPED_TRACE(name);
+    Config graph_config = eager_config;
+    graph_config.apply_override("train.cuda_graph=true");
+    TrainingState eager(eager_config), graph(graph_config);
+    for (int64_t step = 0; step < 6; ++step) {
+      SCOPED_TRACE("step " + std::to_string(step));
+      const StepOutcome a = eager.step(step), b = graph.step(step);
+      ASSERT_TRUE(a.finite && b.finite);
+      each_step(a, b);
+    }
+    at_end(eager, graph);
+  }
 }
 
 }  // namespace
@@ -84,35 +111,26 @@ INSTANTIATE_TEST_SUITE_P(Registered, MethodCapture, ::testing::ValuesIn(testing_
                          [](const auto& info) { return info.param; });
 
 TEST(CudaGraphStep, EmulatedCaptureTrainsAsTheEagerStep) {
-  // Two micro-batches, clipping that bites, the EMA warm-up and the learning-rate warm-up (the
-  // rates change at every step), labels with dropout (8gaussians), for every method that splits.
   const EmulatedCudaGraphs emulated;
-  for (const auto& name : testing_support::registered_names("method")) {
-    const std::vector<std::string> extra = {"train.accumulate=2", "train.grad_clip=0.05", "train.ema_warmup=true",
-                                            "train.warmup=3", "train.steps=6"};
-    Config eager_config = toy_config(name, extra);
-    if (!make_method(eager_config)->capture_refusal().empty()) continue;
-    SCOPED_TRACE(name);
-    Config graph_config = eager_config;
-    graph_config.apply_override("train.cuda_graph=true");
-    TrainingState eager(eager_config), graph(graph_config);
-    for (int64_t step = 0; step < 6; ++step) {
-      const StepOutcome a = eager.step(step), b = graph.step(step);
-      ASSERT_TRUE(a.finite);
-      EXPECT_EQ(a.loss, b.loss) << "step " << step;
-      EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << step;
-      EXPECT_GT(a.grad_norm, 0.05) << "clipping bites";
-      EXPECT_EQ(a.parts, b.parts) << "step " << step;
-    }
-    EXPECT_TRUE(all_equal(eager.modules().parameters(), graph.modules().parameters()));
-    EXPECT_TRUE(all_equal(eager.ema().modules().parameters(), graph.ema().modules().parameters()));
-    if (eager.target_ema() != nullptr) {
-      EXPECT_TRUE(all_equal(eager.target_ema()->modules().parameters(), graph.target_ema()->modules().parameters()));
-    }
-    const auto eager_state = eager.optimizer().state(), graph_state = graph.optimizer().state();
-    for (const auto& [key, value] : eager_state) EXPECT_TRUE(torch::equal(value, graph_state.at(key))) << key;
-    EXPECT_TRUE(all_equal(eager.stream_states(), graph.stream_states()));
-  }
+  train_eager_and_captured(
+      "cpu",
+      [](const StepOutcome& a, const StepOutcome& b) {
+        EXPECT_EQ(a.loss, b.loss);
+        EXPECT_EQ(a.grad_norm, b.grad_norm);
+        EXPECT_GT(a.grad_norm, 0.05) << "clipping bites";
+        EXPECT_EQ(a.parts, b.parts);
+      },
+      [](TrainingState& eager, TrainingState& graph) {
+        EXPECT_TRUE(all_equal(eager.modules().parameters(), graph.modules().parameters()));
+        EXPECT_TRUE(all_equal(eager.ema().modules().parameters(), graph.ema().modules().parameters()));
+        if (eager.target_ema() != nullptr) {
+          EXPECT_TRUE(
+              all_equal(eager.target_ema()->modules().parameters(), graph.target_ema()->modules().parameters()));
+        }
+        const auto eager_state = eager.optimizer().state(), graph_state = graph.optimizer().state();
+        for (const auto& [key, value] : eager_state) EXPECT_TRUE(torch::equal(value, graph_state.at(key))) << key;
+        EXPECT_TRUE(all_equal(eager.stream_states(), graph.stream_states()));
+      });
 }
 
 TEST(CudaGraphStep, RefusedWhereItCannotRun) {
@@ -130,21 +148,14 @@ TEST(CudaGraphStep, CapturedStepOnCudaTrainsAsTheEagerStep) {
   if (!cuda_graphs_built() || !torch::cuda::is_available()) GTEST_SKIP() << "needs CUDA";
   // The same kernels run on the same inputs, eagerly or replayed: the runs agree to float32
   // rounding (bit for bit where the libraries pick the same algorithms).
-  for (const auto& name : testing_support::registered_names("method")) {
-    const Config eager_config = toy_config(name, {"train.device=cuda", "train.accumulate=2", "train.grad_clip=0.05",
-                                                  "train.ema_warmup=true", "train.warmup=3", "train.steps=6"});
-    if (!make_method(eager_config)->capture_refusal().empty()) continue;
-    SCOPED_TRACE(name);
-    Config graph_config = eager_config;
-    graph_config.apply_override("train.cuda_graph=true");
-    TrainingState eager(eager_config), graph(graph_config);
-    for (int64_t step = 0; step < 6; ++step) {
-      const StepOutcome a = eager.step(step), b = graph.step(step);
-      ASSERT_TRUE(a.finite && b.finite);
-      EXPECT_NEAR(a.loss, b.loss, 1e-5 * std::abs(a.loss)) << "step " << step;
-      EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-5 * a.grad_norm) << "step " << step;
-    }
-    const auto a = eager.ema().modules().parameters(), b = graph.ema().modules().parameters();
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-5, 1e-6)) << i;
-  }
+  train_eager_and_captured(
+      "cuda",
+      [](const StepOutcome& a, const StepOutcome& b) {
+        EXPECT_NEAR(a.loss, b.loss, 1e-5 * std::abs(a.loss));
+        EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-5 * a.grad_norm);
+      },
+      [](TrainingState& eager, TrainingState& graph) {
+        const auto a = eager.ema().modules().parameters(), b = graph.ema().modules().parameters();
+        for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-5, 1e-6)) << i;
+      });
 }

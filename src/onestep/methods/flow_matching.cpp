@@ -27,13 +27,7 @@ const OptionSchema<FlowMatchingOptions>& FlowMatchingOptions::schema() {
   return schema;
 }
 
-LossOutput FlowMatching::loss(const LossContext& context, const Batch& batch) {
-  return loss_given(context, batch, draws_on(draw(batch, context.gen), batch.x.device()));
-}
-
-std::string FlowMatching::capture_refusal() const {
-  return options_.coupling.on_host() ? "method.coupling = '" + options_.coupling.kind + "' pairs on the host" : "";
-}
+std::string FlowMatching::capture_refusal() const { return options_.coupling.capture_refusal(); }
 
 LossDraws FlowMatching::draw(const Batch& batch, torch::Generator& gen) const {
   const auto t = options_.time_sampler.draw(batch.x.size(0), gen);

@@ -22,7 +22,6 @@ class FlowMatching : public Method {
   explicit FlowMatching(FlowMatchingOptions options) : options_(std::move(options)) {}
 
   std::string name() const override { return "fm"; }
-  LossOutput loss(const LossContext& context, const Batch& batch) override;
   // Draws: the times t, the noise e and the label-dropout mask.
   std::string capture_refusal() const override;
   LossDraws draw(const Batch& batch, torch::Generator& gen) const override;

@@ -44,9 +44,9 @@ struct Coupling {
   static const OptionSchema<Coupling>& schema();
   // The rows of e (B x ...) reordered to pair with x (B x ...); labels (B) or undefined.
   torch::Tensor pair(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& labels) const;
-  // Whether pair() works on the host (the assignment solver): a step that pairs so cannot be
-  // captured as a CUDA graph.
-  bool on_host() const { return kind != "independent"; }
+  // Why a step that pairs so cannot be captured as a CUDA graph: minibatch-ot solves its
+  // assignment on the host ("" for independent).
+  std::string capture_refusal() const;
 };
 
 // One point on the path per sample: times t (B), noise e, z_t = (1 - t) x + t e, v_t = e - x.

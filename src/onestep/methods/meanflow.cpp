@@ -100,13 +100,7 @@ torch::Tensor MeanFlow::fold_guidance(const torch::Tensor& v_t, const torch::Ten
   return torch::where(per_sample(apply, v_t.dim()), guided, v_t);
 }
 
-LossOutput MeanFlow::loss(const LossContext& context, const Batch& batch) {
-  return loss_given(context, batch, draws_on(draw(batch, context.gen), batch.x.device()));
-}
-
-std::string MeanFlow::capture_refusal() const {
-  return options_.coupling.on_host() ? "method.coupling = '" + options_.coupling.kind + "' pairs on the host" : "";
-}
+std::string MeanFlow::capture_refusal() const { return options_.coupling.capture_refusal(); }
 
 LossDraws MeanFlow::draw(const Batch& batch, torch::Generator& gen) const {
   const auto [t, r] = sample_time_pair(batch.x.size(0), gen);

@@ -45,7 +45,6 @@ class MeanFlow : public Method {
 
   std::string name() const override { return "meanflow"; }
   TimePair sample_time_pair(int64_t n, torch::Generator& gen) const;
-  LossOutput loss(const LossContext& context, const Batch& batch) override;
   // Draws: the times t and r, the noise e and the label-dropout mask.
   std::string capture_refusal() const override;
   LossDraws draw(const Batch& batch, torch::Generator& gen) const override;

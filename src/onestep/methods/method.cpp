@@ -24,6 +24,10 @@ NetSpec Method::net_spec(const DataInfo& data) const {
   return spec;
 }
 
+LossOutput Method::loss(const LossContext& context, const Batch& batch) {
+  return loss_given(context, batch, draws_on(draw(batch, context.gen), batch.x.device()));
+}
+
 LossDraws Method::draw(const Batch&, torch::Generator&) const {
   throw std::logic_error("method " + name() + " has no draw(): " + capture_refusal());
 }

@@ -148,14 +148,14 @@ class Method {
   // UserError when the method's per-step sizes do not divide among the processes.
   virtual void set_process_share(ProcessShare share) { (void)share; }
 
-  virtual LossOutput loss(const LossContext& context, const Batch& batch) = 0;
-  // The loss in two halves, for train.cuda_graph (which captures a step's device work once and
-  // replays it): draw() makes every random draw of one share's loss on the host with `gen`, in the
-  // order loss() makes them (CPU tensors; undefined where nothing is drawn), and loss_given()
-  // computes the loss from the batch and those draws moved to the batch's device, with device work
-  // only (no host transfer, no shape that depends on values); loss() is loss_given(draw()), draw
-  // for draw. capture_refusal() says why this method, with its options, has no such split ("" where
-  // it has one); draw() and loss_given() are only called where it is "".
+  // The loss of one share of a step. Methods either override it, or split it in two halves,
+  // which train.cuda_graph needs (it captures a step's device work once and replays it): draw()
+  // makes every random draw of the loss on the host with `gen` (CPU tensors; undefined where
+  // nothing is drawn), and loss_given() computes the loss from the batch and those draws moved
+  // to the batch's device, with device work only (no host transfer, no shape that depends on
+  // values); the default loss() is then loss_given(draw()). capture_refusal() says why this
+  // method, with its options, cannot be captured ("" where it can).
+  virtual LossOutput loss(const LossContext& context, const Batch& batch);
   virtual std::string capture_refusal() const { return "its loss does not split into host draws and device work"; }
   virtual LossDraws draw(const Batch& batch, torch::Generator& gen) const;
   virtual LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws);

@@ -73,13 +73,7 @@ torch::Tensor Tvm::terminal_term(NetworkImpl& net, NetworkImpl& target, const to
   return torch::where(s.ne(t), error, torch::zeros_like(error));
 }
 
-LossOutput Tvm::loss(const LossContext& context, const Batch& batch) {
-  return loss_given(context, batch, draws_on(draw(batch, context.gen), batch.x.device()));
-}
-
-std::string Tvm::capture_refusal() const {
-  return options_.coupling.on_host() ? "method.coupling = '" + options_.coupling.kind + "' pairs on the host" : "";
-}
+std::string Tvm::capture_refusal() const { return options_.coupling.capture_refusal(); }
 
 LossDraws Tvm::draw(const Batch& batch, torch::Generator& gen) const {
   const int64_t n = batch.x.size(0);

@@ -43,7 +43,6 @@ class Tvm : public Method {
   std::string name() const override { return "tvm"; }
   NetSpec net_spec(const DataInfo& data) const override;
   double target_ema_decay() const override { return options_.target_ema; }
-  LossOutput loss(const LossContext& context, const Batch& batch) override;
   // Draws: the times t, s and s' (the FM term's), the noise e, the label-dropout mask and, for
   // labelled data, the guidance scales w.
   std::string capture_refusal() const override;

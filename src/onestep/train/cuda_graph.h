@@ -19,8 +19,8 @@ class CapturedWork {
   CapturedWork(const CapturedWork&) = delete;
   CapturedWork& operator=(const CapturedWork&) = delete;
 
-  // Records what `work` launches on the current CUDA device, on a side stream, with autocast's
-  // cast cache off; nothing runs. Throws UserError naming the cause where CUDA refuses an
+  // Records what `work` launches on the current CUDA device, on the side stream of
+  // run_before_capture, with autocast's cast cache off; nothing runs. Throws UserError naming the cause where CUDA refuses an
   // operation while capturing (a host transfer or synchronisation in `work`).
   void capture(const std::function<void()>& work);
   // Launches the recorded work on the current stream.
@@ -32,8 +32,9 @@ class CapturedWork {
   std::function<void()> emulated_;
 };
 
-// Runs `work` on a side stream of the current CUDA device and waits for it: the warm-up of the
-// work a graph will capture, as CUDA graphs ask (emulated: runs it).
+// Runs `work` on the side stream of the current CUDA device (one per device, the captures'
+// too) and waits for it: the warm-up of the work a graph will capture, as CUDA graphs ask, so
+// that what the libraries set up per stream (cuBLAS's workspace) is there (emulated: runs it).
 void run_before_capture(const std::function<void()>& work);
 
 // While one exists, captures are emulated (see the top of this file).
