@@ -37,7 +37,8 @@ class TrainingState {
   // Validates the config and builds everything, initialised from train.seed, on train.device
   // (CUDA: device `local_rank` in a multi-process run). Throws UserError when the batch does
   // not split into the run's shares, the method's loss cannot be split, or train.cuda_graph is
-  // asked for where it cannot run (not on CUDA, several processes, a method without draw()).
+  // asked for where it cannot run (not on CUDA, several processes, a method whose loss does not
+  // split: Method::capture_refusal).
   explicit TrainingState(const Config& config, ProcessGroup* group = nullptr, int local_rank = 0);
   ~TrainingState();
 
