@@ -108,7 +108,7 @@ TEST_P(MethodCapture, SplitsItsLossIntoHostDrawsAndDeviceWorkOrSaysWhyNot) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Registered, MethodCapture, ::testing::ValuesIn(testing_support::registered_names("method")),
-                         [](const auto& info) { return info.param; });
+                         testing_support::parameter_name);
 
 TEST(CudaGraphStep, EmulatedCaptureTrainsAsTheEagerStep) {
   const EmulatedCudaGraphs emulated;

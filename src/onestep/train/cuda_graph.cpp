@@ -61,46 +61,29 @@ bool cuda_graphs_built() { return true; }
 
 struct CapturedWork::Impl {
   at::cuda::CUDAGraph graph;
-};
 
-CapturedWork::CapturedWork() = default;
-CapturedWork::~CapturedWork() = default;
-
-void CapturedWork::capture(const std::function<void()>& work) {
-  if (cuda_graphs_emulated()) {
-    emulated_ = work;
-    return;
-  }
-  impl_ = std::make_unique<Impl>();
-  torch::cuda::synchronize();
-  {
-    const AutocastCacheOff cache_off;
-    const c10::cuda::CUDAStreamGuard side(side_stream());
-    impl_->graph.capture_begin();
-    try {
-      work();
-    } catch (const std::exception& error) {
+  void capture(const std::function<void()>& work) {
+    torch::cuda::synchronize();
+    {
+      const AutocastCacheOff cache_off;
+      const c10::cuda::CUDAStreamGuard side(side_stream());
+      graph.capture_begin();
       try {
-        impl_->graph.capture_end();
-      } catch (const std::exception&) {
+        work();
+      } catch (const std::exception& error) {
+        try {
+          graph.capture_end();
+        } catch (const std::exception&) {
+        }
+        throw UserError(std::string("train.cuda_graph = true: the training step cannot be captured as a CUDA graph (") +
+                        error.what() + "); set train.cuda_graph = false");
       }
-      impl_.reset();
-      throw UserError(std::string("train.cuda_graph = true: the training step cannot be captured as a CUDA graph (") +
-                      error.what() + "); set train.cuda_graph = false");
+      graph.capture_end();
     }
-    impl_->graph.capture_end();
+    torch::cuda::synchronize();
   }
-  torch::cuda::synchronize();
-}
-
-void CapturedWork::replay() {
-  if (!impl_) {
-    if (!emulated_) throw std::logic_error("CapturedWork::replay before capture");
-    emulated_();
-    return;
-  }
-  impl_->graph.replay();
-}
+  void replay() { graph.replay(); }
+};
 
 void run_before_capture(const std::function<void()>& work) {
   if (cuda_graphs_emulated()) return work();
@@ -116,23 +99,34 @@ void run_before_capture(const std::function<void()>& work) {
 
 bool cuda_graphs_built() { return false; }
 
-struct CapturedWork::Impl {};
+struct CapturedWork::Impl {
+  [[noreturn]] void capture(const std::function<void()>&) {
+    throw std::logic_error("CUDA graphs need a CUDA build of LibTorch");
+  }
+  void replay() {}
+};
+
+void run_before_capture(const std::function<void()>& work) { work(); }
+
+#endif
 
 CapturedWork::CapturedWork() = default;
 CapturedWork::~CapturedWork() = default;
 
 void CapturedWork::capture(const std::function<void()>& work) {
-  if (!cuda_graphs_emulated()) throw std::logic_error("CUDA graphs need a CUDA build of LibTorch");
-  emulated_ = work;
+  if (cuda_graphs_emulated()) {
+    emulated_ = work;
+    return;
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->capture(work);
+  impl_ = std::move(impl);
 }
 
 void CapturedWork::replay() {
+  if (impl_) return impl_->replay();
   if (!emulated_) throw std::logic_error("CapturedWork::replay before capture");
   emulated_();
 }
-
-void run_before_capture(const std::function<void()>& work) { work(); }
-
-#endif
 
 }  // namespace onestep

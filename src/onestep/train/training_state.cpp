@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "onestep/core/compat.h"
 #include "onestep/core/error.h"
@@ -77,15 +78,20 @@ void copy_into(const torch::Tensor& target, const torch::Tensor& source) {
   target.copy_(source);
 }
 
+// The gradient norm, the last of a step's numbers (a view of it, on the device).
+torch::Tensor gradient_norm_of(const torch::Tensor& numbers) { return numbers.narrow(0, numbers.size(0) - 1, 1); }
+
 }  // namespace
 
-// The captured work of train.cuda_graph: its inputs (each share's batch and loss draws, copied
-// into before each replay), its output (the step's numbers) and the two graphs.
+// The captured work of train.cuda_graph: its inputs (each share's batch and loss draws on the
+// device, made at the first step and copied into at each later one), its output (the step's
+// numbers) and the two graphs (captured at the second step).
 struct TrainingState::Graphs {
   std::vector<Batch> batches;
   std::vector<LossDraws> draws;
   torch::Tensor numbers;
   CapturedWork gradient, update;
+  bool captured = false;
 };
 
 TrainingState::~TrainingState() = default;
@@ -209,26 +215,15 @@ StepOutcome TrainingState::graph_step(int64_t step, bool stop_requested) {
     batches.push_back(method_->training_batch(*dataset_, share_size_, streams_[k]));
     draws.push_back(method_->draw(batches.back(), streams_[k]));
   }
-  if (!warmed_up_) {
-    // The process's first step: the same work, run on a side stream before any capture.
-    StepOutcome outcome;
-    run_before_capture([&] {
-      std::vector<Batch> on_device;
-      std::vector<LossDraws> draws_on_device;
-      for (int64_t k = 0; k < accumulate_; ++k) {
-        on_device.push_back({static_copy(batches[k].x, device_), static_copy(batches[k].y, device_)});
-        draws_on_device.push_back(draws_on(draws[k], device_));
-      }
-      const auto numbers = gradient_given(on_device, draws_on_device);
-      const auto host = numbers.cpu();
-      outcome = outcome_of(host, stop_requested);
-      if (!outcome.finite) return;
+  // The step's numbers to the host once, and the update of a finite step: `update` runs it.
+  const auto finish = [&](const torch::Tensor& numbers, const std::function<void()>& update) {
+    const StepOutcome outcome = outcome_of(numbers.cpu(), stop_requested);
+    if (outcome.finite) {
       prepare_update(step);
-      apply_update(numbers.narrow(0, numbers.size(0) - 1, 1));
-    });
-    warmed_up_ = true;
+      update();
+    }
     return outcome;
-  }
+  };
   if (!graphs_) {
     auto graphs = std::make_unique<Graphs>();
     for (int64_t k = 0; k < accumulate_; ++k) {
@@ -237,24 +232,29 @@ StepOutcome TrainingState::graph_step(int64_t step, bool stop_requested) {
       for (const auto& draw : draws[k]) inputs.push_back(static_copy(draw, device_));
       graphs->draws.push_back(inputs);
     }
-    Graphs& g = *graphs;
-    g.gradient.capture([&] { g.numbers = gradient_given(g.batches, g.draws); });
-    g.update.capture([&] { apply_update(g.numbers.narrow(0, g.numbers.size(0) - 1, 1)); });
     graphs_ = std::move(graphs);
-  } else {
-    for (int64_t k = 0; k < accumulate_; ++k) {
-      copy_into(graphs_->batches[k].x, batches[k].x);
-      copy_into(graphs_->batches[k].y, batches[k].y);
-      for (size_t i = 0; i < draws[k].size(); ++i) copy_into(graphs_->draws[k][i], draws[k][i]);
-    }
+    // The process's first step: the same work on the same inputs, run on a side stream before
+    // any capture (the warm-up); the next step captures it.
+    StepOutcome outcome;
+    run_before_capture([&] {
+      const auto numbers = gradient_given(graphs_->batches, graphs_->draws);
+      outcome = finish(numbers, [&] { apply_update(gradient_norm_of(numbers)); });
+    });
+    return outcome;
   }
-  graphs_->gradient.replay();
-  const auto host = graphs_->numbers.cpu();
-  const StepOutcome outcome = outcome_of(host, stop_requested);
-  if (!outcome.finite) return outcome;
-  prepare_update(step);
-  graphs_->update.replay();
-  return outcome;
+  for (int64_t k = 0; k < accumulate_; ++k) {
+    copy_into(graphs_->batches[k].x, batches[k].x);
+    copy_into(graphs_->batches[k].y, batches[k].y);
+    for (size_t i = 0; i < draws[k].size(); ++i) copy_into(graphs_->draws[k][i], draws[k][i]);
+  }
+  Graphs* g = graphs_.get();
+  if (!g->captured) {  // the captured work outlives this call (emulated captures run it later)
+    g->gradient.capture([this, g] { g->numbers = gradient_given(g->batches, g->draws); });
+    g->update.capture([this, g] { apply_update(gradient_norm_of(g->numbers)); });
+    g->captured = true;
+  }
+  g->gradient.replay();
+  return finish(g->numbers, [g] { g->update.replay(); });
 }
 
 torch::Tensor TrainingState::gradient_given(const std::vector<Batch>& batches, const std::vector<LossDraws>& draws) {

@@ -98,7 +98,6 @@ class TrainingState {
   // train.cuda_graph: the captured work with its inputs and outputs (from the second step on).
   struct Graphs;
   bool cuda_graph_ = false;
-  bool warmed_up_ = false;
   std::unique_ptr<Graphs> graphs_;
   std::vector<std::string> part_names_;  // the loss parts of the last step, in name order
 
