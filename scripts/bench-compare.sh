@@ -18,7 +18,7 @@
 # PROFILE (1: the twin's first round also runs torch.profiler, see bench/python/bench.py
 # --profile; the table gains the twin's GPU kernel time per step), TWIN_MEMORY (release: the
 # twin runs with glibc's malloc as Python users do; keep: with GLIBC_TUNABLES set to what onestep's
-# train.cpu_memory = keep sets in its own process, src/onestep/core/runtime.h), TWIN_OPENMP (default:
+# train.cpu_memory set in its own process, its bench report's cpu_memory_tunables), TWIN_OPENMP (default:
 # the twin's idle OpenMP workers wait as Python users have them, spinning for about 3 ms beside
 # OpenBLAS's own threads; passive: OMP_WAIT_POLICY=PASSIVE for the twin, so that they sleep at once).
 set -euo pipefail
@@ -31,8 +31,7 @@ shift 2
 here=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${ROUNDS:-3} warmup=${WARMUP:-2} python=${PYTHON:-/usr/bin/python3}
 case ${TWIN_MEMORY:=release} in
-  release) twin_tunables=${GLIBC_TUNABLES:-} ;;
-  keep) twin_tunables=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 ;;
+  release | keep) ;;
   *) echo "$0: TWIN_MEMORY=$TWIN_MEMORY: expected release or keep" >&2; exit 2 ;;
 esac
 case ${TWIN_OPENMP:=default} in
@@ -92,6 +91,9 @@ for config in "${configs[@]}"; do
     # PyTorch's torch.set_num_threads does not reach OpenBLAS's own pool.
     blas=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["blas_threads"])' \
       "$out/$label-$round-onestep.json")
+    twin_tunables=${GLIBC_TUNABLES:-}
+    [ "$TWIN_MEMORY" = keep ] && twin_tunables=$("$python" -c \
+      'import json, sys; print(json.load(open(sys.argv[1]))["cpu_memory_tunables"])' "$out/$label-$round-onestep.json")
     env "${twin_wait[@]}" GLIBC_TUNABLES="$twin_tunables" OPENBLAS_NUM_THREADS="$blas" "$python" bench/python/bench.py --from-onestep "$out/$label-$round-onestep.json" \
       --json "$out/$label-$round-python.json" "${profile[@]}" >&2
     "$python" -c 'import json, sys

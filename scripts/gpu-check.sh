@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # GPU check on a machine with a CUDA PyTorch wheel and no Debian packages (the device machine,
 # see docs/benchmarks.md): builds onestep against the wheel's LibTorch, then runs the parts named
-# in GPU_CHECK_PARTS (default "nccl smoke compare tests"), in this order, within GPU_CHECK_SECONDS
-# (default 560) counted from the start, so that one device call of 10 minutes holds them all:
+# in GPU_CHECK_PARTS (default "nccl smoke compare tests") and the optional parts named there
+# ("speed", "results"), in the order below, within GPU_CHECK_SECONDS (default 560) counted from
+# the start, so that one device call of 10 minutes holds them all:
 #   nccl     one process through an NCCL group (WORLD_SIZE=1, as `torchrun --nproc-per-node 1`)
 #            against the same run alone on CUDA and alone on the CPU (the wheel has no gloo
 #            headers), for fm and for drifting on unlabelled data (its gather of the step's samples);
+#            and fm with its step captured as CUDA graphs (train.cuda_graph=true), alone and
+#            through NCCL (the average between the graphs), against the eager run alone;
 #   smoke    every registered method trains 50 steps on CUDA and evaluates;
 #   compare  `make bench-compare` on CUDA (ROUNDS rounds, default 1; ITERS, default 10), fp32 and
 #            bf16, with the twin's torch.profiler kernel time (PROFILE=1), leaving TESTS_SECONDS
 #            (default 240) to the tests;
-#   tests    ctest, 16 at a time, in the time left (the log has the output of any failure);
-# and, when named:
-#   speed    training steps/s of FM and MeanFlow on the U-Net, and of FM, MeanFlow and TVM on the
-#            DiT (SPEED_MODELS, default "unet dit"; GPU_CHECK_BATCHES, default "64 256"), each also
-#            with the step captured as CUDA graphs (train.cuda_graph=true);
-#   results  scripts/fmnist-results.sh on CUDA, every run of METHODS at once (default "dtm fhtm";
+#   speed    (when named) training steps/s of FM and MeanFlow on the U-Net, and of FM, MeanFlow
+#            and TVM on the DiT (SPEED_MODELS, default "unet dit"; GPU_CHECK_BATCHES, default
+#            "64 256"), each also with the step captured as CUDA graphs (train.cuda_graph=true),
+#            and `onestep bench`'s median step time and peak CUDA memory of each;
+#   tests    ctest, 16 at a time, in the time left (the log has the output of any failure;
+#            TESTS_REGEX, default all: only the tests whose names match, as `ctest -R`);
+#   results  (when named) scripts/fmnist-results.sh on CUDA, every run of METHODS at once (default "dtm fhtm";
 #            TVM alone and the drifting runs, "drifting drifting-npos8 drifting-npos128", each need
 #            a call of their own: docs/benchmarks.md, ninth session), in runs/gpu-fmnist. Each
 #            training stops at the time left less EVAL_SECONDS (default 150); a finished one is
@@ -81,6 +85,12 @@ if has nccl; then
     timeout 120 build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-alone" > "$run-alone.log" 2>&1
     timeout 120 "${launcher[@]}" build-gpu/onestep "${common[@]}" train.device=cuda --out "$run-nccl" > "$run-nccl.log" 2>&1
     timeout 120 build-gpu/onestep "${common[@]}" train.device=cpu --out "$run-cpu" > "$run-cpu.log" 2>&1
+    if [ "$method" = fm ]; then
+      timeout 120 build-gpu/onestep "${common[@]}" train.device=cuda train.cuda_graph=true --out "$run-graph" \
+        > "$run-graph.log" 2>&1
+      timeout 120 "${launcher[@]}" build-gpu/onestep "${common[@]}" train.device=cuda train.cuda_graph=true \
+        --out "$run-nccl-graph" > "$run-nccl-graph.log" 2>&1
+    fi
     python3 - "$run" "$method" >> "$summary" <<'PY'
 import json, sys
 run, method = sys.argv[1:]
@@ -95,6 +105,10 @@ def gap(a, b):
 banner = open(f"{run}-nccl.log").read().count("1 process (nccl)")
 print(f"- {method}: steps alone/nccl/cpu {len(alone)}/{len(nccl)}/{len(cpu)}; 'nccl' in banner: {banner == 1}; "
       f"largest relative loss gap nccl vs alone {gap(nccl, alone)}, nccl (CUDA) vs alone on the CPU {gap(nccl, cpu)}")
+if method == "fm":
+    graph, nccl_graph = losses("graph"), losses("nccl-graph")
+    print(f"- {method}, train.cuda_graph=true: steps alone/nccl {len(graph)}/{len(nccl_graph)}; largest relative loss "
+          f"gap against the eager run alone: alone {gap(graph, alone)}, nccl {gap(nccl_graph, alone)}")
 PY
   done
 fi
@@ -123,18 +137,6 @@ if has compare; then
   cat "$detail/compare.md" >> "$summary"
 fi
 
-if has tests; then
-  echo >> "$summary"; echo "## ctest" >> "$summary"
-  start=$(date +%s)
-  # One intra-op thread per test: 16 test processes on 16 cores (the wheel's default pools
-  # oversubscribe them). Tests still running at the deadline are cut and listed as not run.
-  (cd build-gpu && OMP_NUM_THREADS=1 timeout "$(( $(left) - 20 ))" ctest -j 16 --timeout 300 --output-on-failure \
-     > "$detail/ctest.log" 2>&1)
-  echo "- ctest: $(grep -E 'tests passed|tests failed' "$detail/ctest.log" | tail -1) in $(( $(date +%s) - start )) s;" \
-       "finished $(grep -cE 'Test +#[0-9]+: ' "$detail/ctest.log") of $(cd build-gpu && ctest -N | sed -n 's/^Total Tests: //p')" >> "$summary"
-  grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$detail/ctest.log" | head -30 >> "$summary"
-fi
-
 if has speed; then
   echo >> "$summary"; echo "## CUDA training speed (fp32, steps/s over steps 101-200)" >> "$summary"
   # The DiT runs take each config without its [model] keys (the same plain DiT for every method:
@@ -150,16 +152,42 @@ if has speed; then
       fi
       for batch in ${GPU_CHECK_BATCHES:-64 256}; do
         for graph in false true; do
+          if [ "$(left)" -lt 120 ]; then  # keep time for the parts after this one
+            echo "- $method $model batch $batch, train.cuda_graph=$graph: not run (GPU_CHECK_SECONDS)" >> "$summary"
+            continue
+          fi
           run="$detail/runs/$method-$model-$batch-graph-$graph"; rm -rf "$run"
           timeout 240 build-gpu/onestep train -c "$config" --out "$run" train.device=cuda \
             train.steps=200 train.log_every=100 train.sample_every=0 train.ckpt_every=0 eval.at_end=false \
             train.batch_size="$batch" train.cuda_graph="$graph" "${extra[@]}" > "$run.log" 2>&1
           rate=$(tail -1 "$run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys;print(json.loads(sys.stdin.read())["steps_per_s"])' 2>/dev/null)
           echo "- $method $model batch $batch, train.cuda_graph=$graph: ${rate:-failed ($(tail -1 "$run.log"))} steps/s" >> "$summary"
+          # The step's median time and the peak of the CUDA allocator (the graphs' pools included).
+          timeout 120 build-gpu/onestep bench -c "$config" train.device=cuda train.batch_size="$batch" \
+            train.cuda_graph="$graph" "${extra[@]}" --warmup 3 --iters 20 --json "$run-bench.json" > "$run-bench.log" 2>&1
+          python3 - "$run-bench.json" >> "$summary" 2> /dev/null <<'PY' || echo "  - bench failed: $(tail -1 "$run-bench.log")" >> "$summary"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"  - bench: step {r['train_step_ms']:.2f} ms (median of 20), peak memory {r['peak_memory_mib']:.0f} MiB")
+PY
         done
       done
     done
   done
+fi
+
+if has tests && [ "$(left)" -lt 60 ]; then
+  echo >> "$summary"; echo "## ctest: not run, $(left) s left of GPU_CHECK_SECONDS" >> "$summary"
+elif has tests; then
+  echo >> "$summary"; echo "## ctest" >> "$summary"
+  start=$(date +%s)
+  # One intra-op thread per test: 16 test processes on 16 cores (the wheel's default pools
+  # oversubscribe them). Tests still running at the deadline are cut and listed as not run.
+  (cd build-gpu && OMP_NUM_THREADS=1 timeout "$(( $(left) - 20 ))" ctest -j 16 --timeout 300 --output-on-failure \
+     -R "${TESTS_REGEX:-.}" > "$detail/ctest.log" 2>&1)
+  echo "- ctest: $(grep -E 'tests passed|tests failed' "$detail/ctest.log" | tail -1) in $(( $(date +%s) - start )) s;" \
+       "finished $(grep -cE 'Test +#[0-9]+: ' "$detail/ctest.log") of $(cd build-gpu && ctest -N | sed -n 's/^Total Tests: //p')" >> "$summary"
+  grep -E '\*\*\*Failed|\(SEGFAULT\)|\(Subprocess aborted\)|\*\*\*Exception|Timeout' "$detail/ctest.log" | head -30 >> "$summary"
 fi
 
 # The Fashion-MNIST result runs on CUDA (docs/results.md). Toy studies stay on CPU cores: processes

@@ -7,7 +7,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "test_support.h"
 
@@ -30,7 +29,7 @@ void expect_positive(const nlohmann::json& report, const std::string& key) {
 void expect_report(const nlohmann::json& report, const std::string& method, int64_t batch) {
   for (const char* key :
        {"tool", "torch", "method", "network", "data", "device", "cpu_gemm", "cpu_gelu", "openmp_wait", "cpu_memory",
-        "peak_memory_kind",
+        "cpu_memory_tunables", "peak_memory_kind",
         "bf16_note"})
     EXPECT_TRUE(report.contains(key) && report[key].is_string()) << key << " in " << report.dump();
   EXPECT_EQ(report["method"], method);
@@ -68,8 +67,7 @@ TEST_P(BenchMethod, ReportsEveryKeyWithPositiveNumbers) {
   expect_report(report, method, 16);
   EXPECT_EQ(report["tool"], "onestep");
   onestep::Config chosen;  // the default network, or the one the method needs
-  std::istringstream overrides(onestep::testing_support::method_overrides(method));
-  for (std::string o; overrides >> o;) chosen.apply_override(o);
+  onestep::testing_support::choose_method(chosen, method);
   EXPECT_EQ(report["network"], chosen.get_string("model.name"));
   EXPECT_EQ(report["device"], "cpu");
   EXPECT_EQ(report["peak_memory_kind"], "cpu_peak_rss");
@@ -91,6 +89,7 @@ TEST(Bench, PrintsJsonOnStdoutForAnImageConfig) {
   expect_report(report, "meanflow", 2);
   EXPECT_EQ(report["cpu_gelu"], "LibTorch");
   EXPECT_EQ(report["cpu_memory"], "release");
+  EXPECT_EQ(report["cpu_memory_tunables"], "");
   EXPECT_EQ(report["network"], "unet");
   EXPECT_EQ(report["data"], "fashion-mnist");
 }

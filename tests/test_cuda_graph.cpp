@@ -3,13 +3,14 @@
 // why not, and then a run that asks for CUDA graphs is refused with that reason; with captures
 // emulated (cuda_graph.h), a run whose step is captured after a warm-up step trains exactly as
 // the eager step does (same outcomes, weights, EMA, target EMA and optimizer state, with
-// micro-batches, clipping and labels); the refusals name the key to change; and on a GPU, real
-// captures train as the eager step does, to float32 rounding.
+// micro-batches, clipping and labels), in one process and in each of two (ranks as threads, Gloo:
+// the gradient average and the stop flag between the graphs); the refusals name the key to
+// change; and on a GPU, real captures train as the eager step does, to float32 rounding.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>
-#include <sstream>
+#include <mutex>
 
 #include "onestep/core/config.h"
 #include "onestep/core/registry.h"
@@ -18,6 +19,7 @@
 #include "onestep/train/cuda_graph.h"
 #include "onestep/train/training_state.h"
 #include "test_support.h"
+#include "two_ranks.h"
 
 using namespace onestep;
 
@@ -28,8 +30,7 @@ Config toy_config(const std::string& method, const std::vector<std::string>& ext
   for (const auto* o : {"data.name=8gaussians", "model.width=32", "model.depth=2", "train.batch_size=64",
                         "train.threads=1"})
     config.apply_override(o);
-  std::istringstream overrides(testing_support::method_overrides(method));
-  for (std::string o; overrides >> o;) config.apply_override(o);
+  testing_support::choose_method(config, method);
   for (const auto& o : extra) config.apply_override(o);
   config.validate();
   return config;
@@ -42,13 +43,16 @@ bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Ten
   return true;
 }
 
-// Six steps of every method that splits its loss, eagerly and with train.cuda_graph, on `device`:
-// two micro-batches, clipping that bites, the EMA and learning-rate warm-ups (the rates change at
-// every step), labels with dropout (8gaussians). `each_step` compares the two steps' outcomes,
-// `at_end` the two states.
+// Six steps of every method that splits its loss, eagerly and with train.cuda_graph, on `device`
+// (through `group` where given: this process's share): two micro-batches, clipping that bites, the
+// EMA and learning-rate warm-ups (the rates change at every step), labels with dropout
+// (8gaussians); `stop_requested(step)` is passed to both. `each_step(step, ...)` compares the two
+// steps' outcomes, `at_end` the two states.
 void train_eager_and_captured(const std::string& device,
-                              const std::function<void(const StepOutcome&, const StepOutcome&)>& each_step,
-                              const std::function<void(TrainingState&, TrainingState&)>& at_end) {
+                              const std::function<void(int64_t, const StepOutcome&, const StepOutcome&)>& each_step,
+                              const std::function<void(TrainingState&, TrainingState&)>& at_end,
+                              ProcessGroup* group = nullptr,
+                              const std::function<bool(int64_t)>& stop_requested = [](int64_t) { return false; }) {
   for (const auto& name : testing_support::registered_names("method")) {
     const Config eager_config = toy_config(name, {"train.device=" + device, "train.accumulate=2", "train.grad_clip=0.05",
                                                   "train.ema_warmup=true", "train.warmup=3", "train.steps=6"});
@@ -56,15 +60,40 @@ void train_eager_and_captured(const std::string& device,
     SCOPED_TRACE(name);
     Config graph_config = eager_config;
     graph_config.apply_override("train.cuda_graph=true");
-    TrainingState eager(eager_config), graph(graph_config);
+    // Ranks that are threads of one process initialise their modules from its one global
+    // generator (train.seed): one at a time, each gets the weights a process of its own gets.
+    static std::mutex initialising;
+    std::unique_lock<std::mutex> lock(initialising);
+    TrainingState eager(eager_config, group), graph(graph_config, group);
+    lock.unlock();
     for (int64_t step = 0; step < 6; ++step) {
       SCOPED_TRACE("step " + std::to_string(step));
-      const StepOutcome a = eager.step(step), b = graph.step(step);
+      const StepOutcome a = eager.step(step, stop_requested(step)), b = graph.step(step, stop_requested(step));
       ASSERT_TRUE(a.finite && b.finite);
-      each_step(a, b);
+      each_step(step, a, b);
     }
     at_end(eager, graph);
   }
+}
+
+// The eager and the captured step's outcomes, bit for bit; clipping bites.
+void expect_same_outcome(int64_t, const StepOutcome& a, const StepOutcome& b) {
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.grad_norm, b.grad_norm);
+  EXPECT_GT(a.grad_norm, 0.05) << "clipping bites";
+  EXPECT_EQ(a.parts, b.parts);
+}
+
+// The eager and the captured run's states, bit for bit: weights, EMA, target EMA, Adam, streams.
+void expect_same_state(TrainingState& eager, TrainingState& graph) {
+  EXPECT_TRUE(all_equal(eager.modules().parameters(), graph.modules().parameters()));
+  EXPECT_TRUE(all_equal(eager.ema().modules().parameters(), graph.ema().modules().parameters()));
+  if (eager.target_ema() != nullptr) {
+    EXPECT_TRUE(all_equal(eager.target_ema()->modules().parameters(), graph.target_ema()->modules().parameters()));
+  }
+  const auto eager_state = eager.optimizer().state(), graph_state = graph.optimizer().state();
+  for (const auto& [key, value] : eager_state) EXPECT_TRUE(torch::equal(value, graph_state.at(key))) << key;
+  EXPECT_TRUE(all_equal(eager.stream_states(), graph.stream_states()));
 }
 
 }  // namespace
@@ -112,25 +141,24 @@ INSTANTIATE_TEST_SUITE_P(Registered, MethodCapture, ::testing::ValuesIn(testing_
 
 TEST(CudaGraphStep, EmulatedCaptureTrainsAsTheEagerStep) {
   const EmulatedCudaGraphs emulated;
-  train_eager_and_captured(
-      "cpu",
-      [](const StepOutcome& a, const StepOutcome& b) {
-        EXPECT_EQ(a.loss, b.loss);
-        EXPECT_EQ(a.grad_norm, b.grad_norm);
-        EXPECT_GT(a.grad_norm, 0.05) << "clipping bites";
-        EXPECT_EQ(a.parts, b.parts);
-      },
-      [](TrainingState& eager, TrainingState& graph) {
-        EXPECT_TRUE(all_equal(eager.modules().parameters(), graph.modules().parameters()));
-        EXPECT_TRUE(all_equal(eager.ema().modules().parameters(), graph.ema().modules().parameters()));
-        if (eager.target_ema() != nullptr) {
-          EXPECT_TRUE(
-              all_equal(eager.target_ema()->modules().parameters(), graph.target_ema()->modules().parameters()));
-        }
-        const auto eager_state = eager.optimizer().state(), graph_state = graph.optimizer().state();
-        for (const auto& [key, value] : eager_state) EXPECT_TRUE(torch::equal(value, graph_state.at(key))) << key;
-        EXPECT_TRUE(all_equal(eager.stream_states(), graph.stream_states()));
-      });
+  train_eager_and_captured("cpu", expect_same_outcome, expect_same_state);
+}
+
+TEST(CudaGraphStep, EmulatedCaptureOnTwoRanksTrainsAsTheEagerStep) {
+  SKIP_WITHOUT_GLOO();
+  const EmulatedCudaGraphs emulated;
+  testing_support::on_two_ranks(ProcessGroup::kBucketBytes, [](ProcessGroup& group) {
+    // Rank 1 is asked to stop at step 4: both ranks learn it, from either step.
+    const auto stop_requested = [&group](int64_t step) { return group.rank() == 1 && step == 4; };
+    train_eager_and_captured(
+        "cpu",
+        [](int64_t step, const StepOutcome& a, const StepOutcome& b) {
+          expect_same_outcome(step, a, b);
+          EXPECT_EQ(a.stop, step == 4);
+          EXPECT_EQ(b.stop, step == 4);
+        },
+        expect_same_state, &group, stop_requested);
+  });
 }
 
 TEST(CudaGraphStep, RefusedWhereItCannotRun) {
@@ -150,7 +178,7 @@ TEST(CudaGraphStep, CapturedStepOnCudaTrainsAsTheEagerStep) {
   // rounding (bit for bit where the libraries pick the same algorithms).
   train_eager_and_captured(
       "cuda",
-      [](const StepOutcome& a, const StepOutcome& b) {
+      [](int64_t, const StepOutcome& a, const StepOutcome& b) {
         EXPECT_NEAR(a.loss, b.loss, 1e-5 * std::abs(a.loss));
         EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-5 * a.grad_norm);
       },

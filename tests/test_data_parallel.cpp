@@ -30,43 +30,16 @@
 #include "onestep/train/distributed.h"
 #include "onestep/train/launch.h"
 #include "test_support.h"
+#include "two_ranks.h"
 
 using namespace onestep;
 using namespace onestep::testing_support;
 
 // Every test here runs its ranks on the CPU through Gloo. A LibTorch without gloo's headers (the
 // PyTorch wheel's) has NCCL alone, and one GPU holds one NCCL rank: scripts/gpu-check.sh checks
-// that path ("nccl" part), and these tests are skipped, saying why.
-#ifdef ONESTEP_WITH_GLOO
-#define SKIP_WITHOUT_GLOO()
-#else
-#define SKIP_WITHOUT_GLOO() GTEST_SKIP() << "this onestep was built without Gloo (gloo's headers, Debian: libgloo-dev)"
-#endif
+// that path ("nccl" part), and these tests are skipped, saying why (two_ranks.h).
 
 namespace {
-
-// Runs `body(group)` on two ranks, one thread each, with buckets of `bucket_bytes`.
-void on_two_ranks(int64_t bucket_bytes, const std::function<void(ProcessGroup&)>& body) {
-  const int port = free_port();
-  std::vector<std::thread> ranks;
-  std::vector<std::string> failures(2);
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      try {
-        DistributedEnv env;
-        env.rank = rank;
-        env.world_size = 2;
-        env.master_port = port;
-        ProcessGroup group(env, torch::kCPU, std::chrono::seconds(30), bucket_bytes);
-        body(group);
-      } catch (const std::exception& err) {
-        failures[rank] = err.what();
-      }
-    });
-  }
-  for (auto& thread : ranks) thread.join();
-  for (const auto& failure : failures) EXPECT_EQ(failure, "");
-}
 
 int run_to_end(const std::string& args, const std::string& log_path) {
   return wait_for_exit(spawn_onestep(args, {}, log_path), std::chrono::seconds(300));

@@ -4,10 +4,10 @@
 // continuous input against central finite differences (float64, relative error < 1e-6) and
 // against the double-backward JVP; the gradient through the tangent agrees between the two
 // modes; parameter gradients exist and are finite, also under bf16 autocast; an undefined label
-// is the null label; the
-// output initialisations (zero, scaled to the data); LayerNorm and softmax equal in their fused
-// and written-out forms; onestep's float32 GELU kernel against float64. Also the registry's checks of options
-// against the data's shape, and the plain-function JVP. Zero-initialised layers (adaLN-zero,
+// is the null label; the output initialisations (zero, scaled to the data); LayerNorm and
+// softmax equal in their fused and written-out forms; onestep's float32 GELU kernel against
+// float64. Also the registry's checks of options against the data's shape, and the
+// plain-function JVP (also from two threads at once). Zero-initialised layers (adaLN-zero,
 // residual output convs) are filled with small random values first, so that every weight
 // influences the output.
 #include <gtest/gtest.h>
@@ -24,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 
 using namespace onestep;
 using onestep::testing_support::contains;
@@ -456,6 +457,28 @@ TEST(Networks, RegistryRejectsOptionsThatDoNotFitTheData) {
     for (const char* o : {"model.name=unet", "model.channels=8", "model.attention_levels=1,lowest"}) config.apply_override(o);
     EXPECT_NO_THROW(make_network(config, spec_of(shape, 0)));
   }
+}
+
+// Forward-mode levels are one per process in LibTorch: two threads' JVPs at once take turns, and
+// each gets its own tangent.
+TEST(Jvp, ThreadsTakeTurnsWithForwardLevels) {
+  const TensorFunction f = [](const std::vector<torch::Tensor>& in) { return in[0].sin() * in[0]; };
+  std::vector<std::string> failures(2);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 2; ++k)
+    threads.emplace_back([&, k] {
+      try {
+        const auto x = torch::full({64}, 0.5 + k, torch::kDouble), v = torch::ones_like(x);
+        for (int i = 0; i < 200; ++i) {
+          const auto tangent = jvp(f, {x}, {v}, JvpMode::Forward, false).second;
+          if (!torch::allclose(tangent, x.cos() * x + x.sin())) throw std::runtime_error("wrong tangent");
+        }
+      } catch (const std::exception& error) {
+        failures[k] = error.what();
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures, std::vector<std::string>(2));
 }
 
 TEST(Jvp, UnusedInputGivesZeroTangent) {

@@ -5,7 +5,6 @@
 // float32 gradients.
 #include <gtest/gtest.h>
 
-#include <sstream>
 
 #include "onestep/core/compat.h"
 #include "onestep/core/config.h"
@@ -69,8 +68,7 @@ class MethodPrecision : public ::testing::TestWithParam<std::string> {};
 TEST_P(MethodPrecision, Bf16LossIsCloseToFloat32WithFloat32Gradients) {
   Config config;
   for (const auto* o : {"data.name=8gaussians", "model.width=64", "model.depth=2"}) config.apply_override(o);
-  std::istringstream overrides(testing_support::method_overrides(GetParam()));
-  for (std::string o; overrides >> o;) config.apply_override(o);
+  testing_support::choose_method(config, GetParam());
   config.validate();
   auto dataset = make_dataset(config);
   auto method = make_method(config);

@@ -179,7 +179,8 @@ long faults_of_twenty_tensors() {
 // train.cpu_memory: kept, the same pages serve all the tensors; released after a keep (glibc's
 // initial bounds, fixed: its adaptive bounds happen to serve this simple pattern from the heap too,
 // not a training step's), each new tensor arrives as fresh pages (2,048 faults per 8 MiB with
-// 4 KiB pages; at least one per tensor with huge pages). The onestep command keeps by default;
+// 4 KiB pages; at least one per tensor with huge pages); the same bounds as GLIBC_TUNABLES for
+// another process. The onestep command keeps by default;
 // the numbers do not change (Cli.KeptOrReleasedMemoryGivesTheSameRun).
 TEST(RuntimeMemory, KeptMemoryServesTheNextTensorsWithoutPageFaults) {
 #if !defined(__GLIBC__) || defined(__SANITIZE_ADDRESS__)
@@ -187,9 +188,12 @@ TEST(RuntimeMemory, KeptMemoryServesTheNextTensorsWithoutPageFaults) {
 #else
   set_cpu_memory("keep");
   EXPECT_EQ(cpu_memory(), "keep");
+  // The same bounds for another process (the Python twin): 32 MiB and 1 GiB.
+  EXPECT_EQ(cpu_memory_tunables(), "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824");
   const long kept = faults_of_twenty_tensors();
   set_cpu_memory("release");
   EXPECT_EQ(cpu_memory(), "release");
+  EXPECT_EQ(cpu_memory_tunables(), "");
   const long released = faults_of_twenty_tensors();
   EXPECT_GE(released, 20);
   EXPECT_LT(kept, 20) << "released: " << released << " faults";

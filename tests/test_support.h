@@ -116,6 +116,12 @@ inline std::string method_overrides(const std::string& method) {
   return "method.name=" + method + " " + (network.empty() ? "" : "model.name=" + network + " ");
 }
 
+// Applies method_overrides(method) to `config`.
+inline void choose_method(Config& config, const std::string& method) {
+  std::istringstream overrides(method_overrides(method));
+  for (std::string o; overrides >> o;) config.apply_override(o);
+}
+
 // A test-parameter name for a component name: characters other than letters and digits become '_'.
 inline std::string parameter_name(const ::testing::TestParamInfo<std::string>& info) {
   std::string name = info.param;

@@ -99,11 +99,17 @@ def blas_threads():
     return torch.get_num_threads()
 
 
+def cpu_memory_tunables():
+    """The glibc.malloc settings of this process's GLIBC_TUNABLES ("" for glibc's defaults), as
+    scripts/bench-compare.sh sets them with TWIN_MEMORY=keep from onestep's report."""
+    settings = os.environ.get("GLIBC_TUNABLES", "").split(":")
+    return ":".join(s for s in settings if s.startswith("glibc.malloc."))
+
+
 def cpu_memory():
     """onestep's train.cpu_memory as this process has it: "keep" where glibc's malloc was told to
-    serve large blocks from its heap (GLIBC_TUNABLES, as scripts/bench-compare.sh does with
-    TWIN_MEMORY=keep), else "release" (glibc's defaults)."""
-    return "keep" if "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "") else "release"
+    serve large blocks from its heap (cpu_memory_tunables), else "release" (glibc's defaults)."""
+    return "keep" if "glibc.malloc.mmap_threshold" in cpu_memory_tunables() else "release"
 
 
 def openmp_wait():
@@ -205,7 +211,7 @@ def main():
         # PyTorch's own library for the float32 products and its GELU kernel (onestep's
         # train.cpu_gemm and train.cpu_gelu can choose).
         "blas_threads": blas_threads(), "cpu_gemm": "BLAS", "cpu_gelu": "LibTorch",
-        "openmp_wait": openmp_wait(), "cpu_memory": cpu_memory(),
+        "openmp_wait": openmp_wait(), "cpu_memory": cpu_memory(), "cpu_memory_tunables": cpu_memory_tunables(),
         "warmup": args.warmup, "iters": args.iters,
     }
 

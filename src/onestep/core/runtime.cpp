@@ -26,6 +26,8 @@ using OpenBlasSetThreads = void (*)(int);
 using OpenBlasGetThreads = int (*)();
 
 std::atomic<bool> memory_kept{false};
+// glibc malloc's bounds (runtime.h, set_cpu_memory): its initial ones, and those of "keep".
+constexpr int kGlibcInitial = 128 << 10, kKeepMapped = 32 << 20, kKeepTrim = 1 << 30;
 char** restart_arguments = nullptr;  // allow_restart
 
 }  // namespace
@@ -87,7 +89,6 @@ void set_cpu_memory(const std::string& name) {
 #if defined(__GLIBC__)
   const bool keep = name == "keep";
   if (keep == memory_kept) return;
-  constexpr int kGlibcInitial = 128 << 10, kKeepMapped = 32 << 20, kKeepTrim = 1 << 30;
   mallopt(M_MMAP_THRESHOLD, keep ? kKeepMapped : kGlibcInitial);
   mallopt(M_TRIM_THRESHOLD, keep ? kKeepTrim : kGlibcInitial);
   memory_kept = keep;
@@ -97,6 +98,12 @@ void set_cpu_memory(const std::string& name) {
 }
 
 std::string cpu_memory() { return memory_kept ? "keep" : "release"; }
+
+std::string cpu_memory_tunables() {
+  if (!memory_kept) return "";
+  return "glibc.malloc.mmap_threshold=" + std::to_string(kKeepMapped) +
+         ":glibc.malloc.trim_threshold=" + std::to_string(kKeepTrim);
+}
 
 torch::Device resolve_device(const std::string& name) {
   if (name == "cpu") return torch::kCPU;

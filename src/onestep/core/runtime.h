@@ -61,6 +61,9 @@ void set_cpu_memory(const std::string& name);
 
 // "keep" where freed memory is kept for reuse (set_cpu_memory), else "release".
 std::string cpu_memory();
+// The GLIBC_TUNABLES value that gives another process's malloc what set_cpu_memory gave this
+// one ("" for "release": glibc's defaults), for the Python twin of scripts/bench-compare.sh.
+std::string cpu_memory_tunables();
 
 // "cpu", "cuda" (UserError when no CUDA device is present) or "auto".
 torch::Device resolve_device(const std::string& name);

@@ -1,6 +1,8 @@
 // Forward-mode and double-backward Jacobian-vector products (see jvp.h).
 #include "onestep/methods/jvp.h"
 
+#include <mutex>
+
 #include "onestep/core/compat.h"
 #include "onestep/nets/layers.h"
 
@@ -12,10 +14,17 @@ JvpMode jvp_mode_from_name(const std::string& name) {
 
 namespace {
 
+// LibTorch keeps forward-mode AD levels for the whole process, not per thread: a level opened
+// while another thread's is open fails as "nested". So the forward JVPs of threads of one process
+// (data-parallel ranks as threads in the tests, a program that trains two models at once) take
+// turns; recursive, so that a JVP nested in one thread still gets LibTorch's own error.
+std::recursive_mutex forward_ad_turn;
+
 std::pair<torch::Tensor, torch::Tensor> forward_mode_jvp(const TensorFunction& f,
                                                          const std::vector<torch::Tensor>& primals,
                                                          const std::vector<torch::Tensor>& tangents,
                                                          bool create_graph) {
+  const std::lock_guard<std::recursive_mutex> turn(forward_ad_turn);
   compat::DualLevel level;
   std::vector<torch::Tensor> duals;
   duals.reserve(primals.size());

@@ -127,6 +127,7 @@ nlohmann::ordered_json run_benchmark(const Config& config, const BenchOptions& o
   report["cpu_gelu"] = cpu_gelu();
   report["openmp_wait"] = openmp_wait();
   report["cpu_memory"] = cpu_memory();
+  report["cpu_memory_tunables"] = cpu_memory_tunables();
   report["warmup"] = options.warmup;
   report["iters"] = options.iters;
 

@@ -25,6 +25,14 @@ int env_int(const char* name, int fallback, int min, int max) {
 
 }  // namespace
 
+bool gloo_built() {
+#ifdef ONESTEP_WITH_GLOO
+  return true;
+#else
+  return false;
+#endif
+}
+
 DistributedEnv distributed_env_from_environment() {
   DistributedEnv env;
   env.launched = std::getenv("WORLD_SIZE") != nullptr;

@@ -30,6 +30,9 @@ struct DistributedEnv {
   bool launched = false;
 };
 
+// Whether this build has Gloo (collectives of CPU tensors): gloo's headers were found.
+bool gloo_built();
+
 // Reads the variables above; without WORLD_SIZE, one process without a group. Throws UserError
 // for values that are not numbers or out of range, naming the variable.
 DistributedEnv distributed_env_from_environment();

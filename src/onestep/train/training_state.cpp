@@ -78,18 +78,16 @@ void copy_into(const torch::Tensor& target, const torch::Tensor& source) {
   target.copy_(source);
 }
 
-// The gradient norm, the last of a step's numbers (a view of it, on the device).
-torch::Tensor gradient_norm_of(const torch::Tensor& numbers) { return numbers.narrow(0, numbers.size(0) - 1, 1); }
-
 }  // namespace
 
 // The captured work of train.cuda_graph: its inputs (each share's batch and loss draws on the
-// device, made at the first step and copied into at each later one), its output (the step's
-// numbers) and the two graphs (captured at the second step).
+// device, made at the first step and copied into at each later one; the gradient norm the update
+// clips by), the gradient's output (the shares' numbers) and the two graphs (captured at the
+// second step).
 struct TrainingState::Graphs {
   std::vector<Batch> batches;
   std::vector<LossDraws> draws;
-  torch::Tensor numbers;
+  torch::Tensor grad_norm, numbers;
   CapturedWork gradient, update;
   bool captured = false;
 };
@@ -127,9 +125,6 @@ TrainingState::TrainingState(const Config& config, ProcessGroup* group, int loca
     if (!refusal.empty())
       throw UserError("train.cuda_graph = true: method.name = '" + method_->name() +
                       "' cannot be captured as a CUDA graph (" + refusal + "); set train.cuda_graph = false");
-    if (group_)
-      throw UserError("train.cuda_graph = true runs in one process, this run has " + std::to_string(world_size_) +
-                      "; set train.cuda_graph = false");
     if (!device_.is_cuda() && !cuda_graphs_emulated())
       throw UserError("train.cuda_graph = true needs train.device = cuda, found '" + device_.str() + "'");
   }
@@ -191,20 +186,24 @@ StepOutcome TrainingState::step(int64_t step, bool stop_requested) {
     shares.add(out, device_);
   }
   part_names_ = shares.part_names();
-  auto numbers = shares.numbers();
-  numbers = torch::cat({numbers, torch::full({1}, stop_requested ? 1.0 : 0.0, numbers.options())});
+  return finish_step(step, shares.numbers(), stop_requested, [this](const torch::Tensor& norm) { apply_update(norm); });
+}
+
+StepOutcome TrainingState::finish_step(int64_t step, const torch::Tensor& share_numbers, bool stop_requested,
+                                       const std::function<void(const torch::Tensor&)>& update) {
+  auto numbers = torch::cat({share_numbers, torch::full({1}, stop_requested ? 1.0 : 0.0, share_numbers.options())});
   if (group_) {
     // Every process learns the step's losses, whether any share was non-finite, and whether any
     // process was asked to stop.
     group_->all_reduce_sum({numbers});
     average_gradients(*group_, modules_.parameters());
   }
-  const auto grad_norm = gradient_norm(optimizer_->parameters());
-  const auto host = torch::cat({numbers, grad_norm.to(device_, torch::kDouble).reshape({1})}).cpu();
+  const auto grad_norm = gradient_norm(optimizer_->parameters()).to(device_, torch::kDouble).reshape({1});
+  const auto host = torch::cat({numbers, grad_norm}).cpu();
   const StepOutcome outcome = outcome_of(host, host.data_ptr<double>()[host.size(0) - 2] > 0);
   if (!outcome.finite) return outcome;
   prepare_update(step);
-  apply_update(grad_norm);
+  update(grad_norm);
   return outcome;
 }
 
@@ -215,15 +214,8 @@ StepOutcome TrainingState::graph_step(int64_t step, bool stop_requested) {
     batches.push_back(method_->training_batch(*dataset_, share_size_, streams_[k]));
     draws.push_back(method_->draw(batches.back(), streams_[k]));
   }
-  // The step's numbers to the host once, and the update of a finite step: `update` runs it.
-  const auto finish = [&](const torch::Tensor& numbers, const std::function<void()>& update) {
-    const StepOutcome outcome = outcome_of(numbers.cpu(), stop_requested);
-    if (outcome.finite) {
-      prepare_update(step);
-      update();
-    }
-    return outcome;
-  };
+  c10::OptionalDeviceGuard on_device;  // captures and replays on this process's GPU
+  if (device_.is_cuda()) on_device.reset_device(device_);
   if (!graphs_) {
     auto graphs = std::make_unique<Graphs>();
     for (int64_t k = 0; k < accumulate_; ++k) {
@@ -232,15 +224,16 @@ StepOutcome TrainingState::graph_step(int64_t step, bool stop_requested) {
       for (const auto& draw : draws[k]) inputs.push_back(static_copy(draw, device_));
       graphs->draws.push_back(inputs);
     }
+    graphs->grad_norm = torch::zeros({1}, torch::TensorOptions(device_).dtype(torch::kDouble));
     graphs_ = std::move(graphs);
-    // The process's first step: the same work on the same inputs, run on a side stream before
-    // any capture (the warm-up); the next step captures it.
-    StepOutcome outcome;
-    run_before_capture([&] {
-      const auto numbers = gradient_given(graphs_->batches, graphs_->draws);
-      outcome = finish(numbers, [&] { apply_update(gradient_norm_of(numbers)); });
+    // The process's first step: the same work on the same inputs, the graphs' halves run on a
+    // side stream before any capture (the warm-up); the next step captures them.
+    torch::Tensor numbers;
+    run_before_capture([&] { numbers = gradient_given(graphs_->batches, graphs_->draws); });
+    return finish_step(step, numbers, stop_requested, [&](const torch::Tensor& norm) {
+      graphs_->grad_norm.copy_(norm);
+      run_before_capture([&] { apply_update(graphs_->grad_norm); });
     });
-    return outcome;
   }
   for (int64_t k = 0; k < accumulate_; ++k) {
     copy_into(graphs_->batches[k].x, batches[k].x);
@@ -250,11 +243,14 @@ StepOutcome TrainingState::graph_step(int64_t step, bool stop_requested) {
   Graphs* g = graphs_.get();
   if (!g->captured) {  // the captured work outlives this call (emulated captures run it later)
     g->gradient.capture([this, g] { g->numbers = gradient_given(g->batches, g->draws); });
-    g->update.capture([this, g] { apply_update(gradient_norm_of(g->numbers)); });
+    g->update.capture([this, g] { apply_update(g->grad_norm); });
     g->captured = true;
   }
   g->gradient.replay();
-  return finish(g->numbers, [g] { g->update.replay(); });
+  return finish_step(step, g->numbers, stop_requested, [g](const torch::Tensor& norm) {
+    g->grad_norm.copy_(norm);
+    g->update.replay();
+  });
 }
 
 torch::Tensor TrainingState::gradient_given(const std::vector<Batch>& batches, const std::vector<LossDraws>& draws) {
@@ -270,8 +266,7 @@ torch::Tensor TrainingState::gradient_given(const std::vector<Batch>& batches, c
     shares.add(out, device_);
   }
   part_names_ = shares.part_names();
-  const auto grad_norm = gradient_norm(optimizer_->parameters()).to(device_, torch::kDouble).reshape({1});
-  return torch::cat({shares.numbers(), grad_norm});
+  return shares.numbers();
 }
 
 void TrainingState::prepare_update(int64_t step) {

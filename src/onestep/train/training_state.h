@@ -6,10 +6,12 @@
 // averaged over the processes before clipping. `onestep train` (trainer.cpp) and `onestep
 // bench` (benchmark.cpp) build it from a config and call the same step(). With train.cuda_graph
 // the step's device work is captured as two CUDA graphs (the gradient; clipping, Adam and the
-// EMA) and replayed, so that the host's work per step is the data and noise draws, their copies
-// and two launches.
+// EMA) and replayed, so that the host's work per step is the data and noise draws, their copies,
+// two launches and, between them, what the eager step does there too (the average over processes,
+// the gradient norm and the one transfer).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,8 +39,8 @@ class TrainingState {
   // Validates the config and builds everything, initialised from train.seed, on train.device
   // (CUDA: device `local_rank` in a multi-process run). Throws UserError when the batch does
   // not split into the run's shares, the method's loss cannot be split, or train.cuda_graph is
-  // asked for where it cannot run (not on CUDA, several processes, a method whose loss does not
-  // split: Method::capture_refusal).
+  // asked for where it cannot run (not on CUDA, a method whose loss does not split:
+  // Method::capture_refusal).
   explicit TrainingState(const Config& config, ProcessGroup* group = nullptr, int local_rank = 0);
   ~TrainingState();
 
@@ -102,16 +104,21 @@ class TrainingState {
   std::vector<std::string> part_names_;  // the loss parts of the last step, in name order
 
   StepOutcome graph_step(int64_t step, bool stop_requested);
-  // The gradient of the step's mean loss from the shares' batches and loss draws (on the device)
-  // through Method::loss_given, with no host transfer (one process): returns the step's numbers,
-  // [loss sum, non-finite count, the parts' sums, gradient norm], as doubles on the device.
+  // The gradient of this process's share of the step's mean loss from the shares' batches and
+  // loss draws (on the device) through Method::loss_given, with no host transfer: returns the
+  // shares' numbers, [loss sum, non-finite count, the parts' sums], as doubles on the device.
   torch::Tensor gradient_given(const std::vector<Batch>& batches, const std::vector<LossDraws>& draws);
+  // The rest of a step after this process's gradient and its shares' numbers: the numbers and the
+  // stop flag summed over processes and the gradients averaged, the gradient norm, one transfer
+  // to the host, and for a finite step the rates of step `step` and `update(gradient norm)`.
+  StepOutcome finish_step(int64_t step, const torch::Tensor& share_numbers, bool stop_requested,
+                          const std::function<void(const torch::Tensor&)>& update);
   // The update after a finite step, in halves: on the host, the rates of step `step`; on the
   // device, clipping by `grad_norm` (a device tensor), Adam and the EMA.
   void prepare_update(int64_t step);
   void apply_update(const torch::Tensor& grad_norm);
   // The outcome from the step's numbers on the host: [loss sum, non-finite count, the parts'
-  // sums, ..., gradient norm].
+  // sums, stop flag, gradient norm].
   StepOutcome outcome_of(const torch::Tensor& numbers, bool stop) const;
 };
 
