@@ -3,9 +3,10 @@
 // why not, and then a run that asks for CUDA graphs is refused with that reason; with captures
 // emulated (cuda_graph.h), a run whose step is captured after a warm-up step trains exactly as
 // the eager step does (same outcomes, weights, EMA, target EMA and optimizer state, with
-// micro-batches, clipping and labels), in one process and in each of two (ranks as threads, Gloo:
-// the gradient average and the stop flag between the graphs); the refusals name the key to
-// change; and on a GPU, real captures train as the eager step does, to float32 rounding.
+// micro-batches, clipping, labels and every noise coupling, minibatch OT included), in one process
+// and in each of two (ranks as threads, Gloo: the gradient average and the stop flag between the
+// graphs); the refusals name the key to change; and on a GPU, real captures train as the eager
+// step does, to float32 rounding.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -25,13 +26,15 @@ using namespace onestep;
 
 namespace {
 
+// A small 8gaussians config of `method` with the overrides `extra` ("" is none).
 Config toy_config(const std::string& method, const std::vector<std::string>& extra = {}) {
   Config config;
   for (const auto* o : {"data.name=8gaussians", "model.width=32", "model.depth=2", "train.batch_size=64",
                         "train.threads=1"})
     config.apply_override(o);
   testing_support::choose_method(config, method);
-  for (const auto& o : extra) config.apply_override(o);
+  for (const auto& o : extra)
+    if (!o.empty()) config.apply_override(o);
   config.validate();
   return config;
 }
@@ -43,21 +46,37 @@ bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Ten
   return true;
 }
 
+// Every registered method with each choice of method.coupling where it has the key (the
+// override), else once (no override: "").
+std::vector<std::pair<std::string, std::string>> methods_and_couplings() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& name : testing_support::registered_names("method")) {
+    const auto before = out.size();
+    for (const auto& spec : toy_config(name).keys())
+      if (spec.key == "method.coupling")
+        for (const auto& choice : spec.choices) out.emplace_back(name, "method.coupling=" + choice);
+    if (out.size() == before) out.emplace_back(name, "");
+  }
+  return out;
+}
+
 // Six steps of every method that splits its loss, eagerly and with train.cuda_graph, on `device`
 // (through `group` where given: this process's share): two micro-batches, clipping that bites, the
 // EMA and learning-rate warm-ups (the rates change at every step), labels with dropout
-// (8gaussians); `stop_requested(step)` is passed to both. `each_step(step, ...)` compares the two
+// (8gaussians), and each of its noise couplings (method.coupling, where it has the key);
+// `stop_requested(step)` is passed to both. `each_step(step, ...)` compares the two
 // steps' outcomes, `at_end` the two states.
 void train_eager_and_captured(const std::string& device,
                               const std::function<void(int64_t, const StepOutcome&, const StepOutcome&)>& each_step,
                               const std::function<void(TrainingState&, TrainingState&)>& at_end,
                               ProcessGroup* group = nullptr,
                               const std::function<bool(int64_t)>& stop_requested = [](int64_t) { return false; }) {
-  for (const auto& name : testing_support::registered_names("method")) {
-    const Config eager_config = toy_config(name, {"train.device=" + device, "train.accumulate=2", "train.grad_clip=0.05",
-                                                  "train.ema_warmup=true", "train.warmup=3", "train.steps=6"});
+  for (const auto& [name, coupling] : methods_and_couplings()) {
+    const Config eager_config =
+        toy_config(name, {"train.device=" + device, "train.accumulate=2", "train.grad_clip=0.05",
+                          "train.ema_warmup=true", "train.warmup=3", "train.steps=6", coupling});
     if (!make_method(eager_config)->capture_refusal().empty()) continue;
-    SCOPED_TRACE(name);
+    SCOPED_TRACE(name + " " + coupling);
     Config graph_config = eager_config;
     graph_config.apply_override("train.cuda_graph=true");
     // Ranks that are threads of one process initialise their modules from its one global
@@ -166,10 +185,6 @@ TEST(CudaGraphStep, RefusedWhereItCannotRun) {
       [] { TrainingState state(toy_config("fm", {"train.cuda_graph=true"})); });
   EXPECT_TRUE(testing_support::contains(on_cpu, "train.cuda_graph = true needs train.device = cuda, found 'cpu'"))
       << on_cpu;
-  const EmulatedCudaGraphs emulated;
-  const auto paired = testing_support::user_error_message(
-      [] { TrainingState state(toy_config("meanflow", {"train.cuda_graph=true", "method.coupling=minibatch-ot"})); });
-  EXPECT_TRUE(testing_support::contains(paired, "method.coupling = 'minibatch-ot' pairs on the host")) << paired;
 }
 
 TEST(CudaGraphStep, CapturedStepOnCudaTrainsAsTheEagerStep) {

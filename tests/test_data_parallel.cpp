@@ -21,7 +21,6 @@
 
 #include <chrono>
 #include <fstream>
-#include <thread>
 
 #include "onestep/core/config.h"
 #include "onestep/core/registry.h"

@@ -79,7 +79,7 @@ std::vector<KeySpec> build_general_keys() {
       bool_key("train.cuda_graph", false,
                "CUDA: capture the step's device work as CUDA graphs at the second step and replay them, so that "
                "the host no longer launches each kernel (methods whose random draws come before their device work: "
-               "fm, meanflow, tvm, with method.coupling = independent)"),
+               "fm, meanflow, tvm)"),
       int_key("train.log_every", 100, 1, 1e12, "steps between metrics.jsonl records and progress lines"),
       int_key("train.sample_every", 1000, 0, 1e12, "steps between sample plots (0: only at the end)"),
       int_key("train.ckpt_every", 1000, 0, 1e12, "steps between checkpoints (0: only at the end)"),

@@ -27,17 +27,15 @@ const OptionSchema<FlowMatchingOptions>& FlowMatchingOptions::schema() {
   return schema;
 }
 
-std::string FlowMatching::capture_refusal() const { return options_.coupling.capture_refusal(); }
-
 LossDraws FlowMatching::draw(const Batch& batch, torch::Generator& gen) const {
   const auto t = options_.time_sampler.draw(batch.x.size(0), gen);
-  const auto e = draw_noise(batch.x.sizes(), gen, torch::kCPU);
+  const auto e = options_.coupling.pair(batch.x, draw_noise(batch.x.sizes(), gen, torch::kCPU), batch.y);
   return {t, e, draw_label_drop(batch.y, options_.label_dropout.p, gen)};
 }
 
 LossOutput FlowMatching::loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) {
   NetworkImpl& net = context.modules["net"];
-  const auto point = path_point(batch.x, draws[0], options_.coupling.pair(batch.x, draws[1], batch.y));
+  const auto point = path_point(batch.x, draws[0], draws[1]);
   return loss_at(net, point, drop_labels(batch.y, net.null_label(), draws[2]));
 }
 

@@ -22,8 +22,9 @@ class FlowMatching : public Method {
   explicit FlowMatching(FlowMatchingOptions options) : options_(std::move(options)) {}
 
   std::string name() const override { return "fm"; }
-  // Draws: the times t, the noise e and the label-dropout mask.
-  std::string capture_refusal() const override;
+  // Draws: the times t, the noise e (paired with the data by method.coupling) and the
+  // label-dropout mask.
+  std::string capture_refusal() const override { return ""; }
   LossDraws draw(const Batch& batch, torch::Generator& gen) const override;
   LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) override;
   // The loss at given path points and (already dropped) labels c; exposed for tests.

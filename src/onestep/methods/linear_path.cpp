@@ -83,10 +83,6 @@ torch::Tensor Coupling::pair(const torch::Tensor& x, const torch::Tensor& e, con
   return e.index_select(0, torch::tensor(source, torch::kLong).to(e.device()));
 }
 
-std::string Coupling::capture_refusal() const {
-  return kind == "independent" ? "" : "method.coupling = '" + kind + "' pairs on the host";
-}
-
 PathPoint draw_path_point(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen,
                           const Coupling& coupling, const torch::Tensor& labels) {
   return path_point(x, t, coupling.pair(x, draw_noise(x.sizes(), gen, x.device()), labels));

@@ -42,11 +42,10 @@ torch::Tensor draw_noise(torch::IntArrayRef shape, torch::Generator& gen, const 
 struct Coupling {
   std::string kind = "independent";
   static const OptionSchema<Coupling>& schema();
-  // The rows of e (B x ...) reordered to pair with x (B x ...); labels (B) or undefined.
+  // The rows of e (B x ...) reordered to pair with x (B x ...); labels (B) or undefined. The
+  // assignment is solved on the host; the result is on e's device (methods pair their host draws,
+  // so that a step captured as a CUDA graph pairs too).
   torch::Tensor pair(const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& labels) const;
-  // Why a step that pairs so cannot be captured as a CUDA graph: minibatch-ot solves its
-  // assignment on the host ("" for independent).
-  std::string capture_refusal() const;
 };
 
 // One point on the path per sample: times t (B), noise e, z_t = (1 - t) x + t e, v_t = e - x.

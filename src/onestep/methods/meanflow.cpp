@@ -100,17 +100,15 @@ torch::Tensor MeanFlow::fold_guidance(const torch::Tensor& v_t, const torch::Ten
   return torch::where(per_sample(apply, v_t.dim()), guided, v_t);
 }
 
-std::string MeanFlow::capture_refusal() const { return options_.coupling.capture_refusal(); }
-
 LossDraws MeanFlow::draw(const Batch& batch, torch::Generator& gen) const {
   const auto [t, r] = sample_time_pair(batch.x.size(0), gen);
-  const auto e = draw_noise(batch.x.sizes(), gen, torch::kCPU);
+  const auto e = options_.coupling.pair(batch.x, draw_noise(batch.x.sizes(), gen, torch::kCPU), batch.y);
   return {t, r, e, draw_label_drop(batch.y, options_.label_dropout.p, gen)};
 }
 
 LossOutput MeanFlow::loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) {
   NetworkImpl& net = context.modules["net"];
-  const auto point = path_point(batch.x, draws[0], options_.coupling.pair(batch.x, draws[2], batch.y));
+  const auto point = path_point(batch.x, draws[0], draws[2]);
   return loss_at(net, point, draws[1], batch.y, drop_labels(batch.y, net.null_label(), draws[3]));
 }
 

@@ -45,8 +45,9 @@ class MeanFlow : public Method {
 
   std::string name() const override { return "meanflow"; }
   TimePair sample_time_pair(int64_t n, torch::Generator& gen) const;
-  // Draws: the times t and r, the noise e and the label-dropout mask.
-  std::string capture_refusal() const override;
+  // Draws: the times t and r, the noise e (paired with the data by method.coupling) and the
+  // label-dropout mask.
+  std::string capture_refusal() const override { return ""; }
   LossDraws draw(const Batch& batch, torch::Generator& gen) const override;
   LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) override;
   // The loss at given path points, start times r, labels (for folded guidance) and dropped

@@ -73,15 +73,13 @@ torch::Tensor Tvm::terminal_term(NetworkImpl& net, NetworkImpl& target, const to
   return torch::where(s.ne(t), error, torch::zeros_like(error));
 }
 
-std::string Tvm::capture_refusal() const { return options_.coupling.capture_refusal(); }
-
 LossDraws Tvm::draw(const Batch& batch, torch::Generator& gen) const {
   const int64_t n = batch.x.size(0);
   const auto gap = torch::sigmoid(torch::randn({n}, gen) * options_.gap_sigma + options_.gap_mu);
   const auto s = options_.time_sampler.draw_below(1 - gap, gen);
   const auto t = torch::minimum(s + gap, torch::ones_like(s));
   const auto s_fm = options_.time_sampler.draw(n, gen);
-  const auto e = draw_noise(batch.x.sizes(), gen, torch::kCPU);
+  const auto e = options_.coupling.pair(batch.x, draw_noise(batch.x.sizes(), gen, torch::kCPU), batch.y);
   const auto drop = draw_label_drop(batch.y, options_.label_dropout.p, gen);
   torch::Tensor w;
   if (drop.defined()) w = options_.cfg_min + (options_.cfg_max - options_.cfg_min) * torch::rand({n}, gen);
@@ -94,7 +92,7 @@ LossOutput Tvm::loss_given(const LossContext& context, const Batch& batch, const
   const auto& x = batch.x;
   const int64_t n = x.size(0);
   const auto &t = draws[0], &s = draws[1], &s_fm = draws[2];
-  const auto e = options_.coupling.pair(x, draws[3], batch.y);
+  const auto& e = draws[3];
   const auto c = drop_labels(batch.y, net.null_label(), draws[4]);
   auto w = torch::ones({n}, x.options());
   if (c.defined()) w = torch::where(c.eq(net.null_label()), torch::ones_like(draws[5]), draws[5]);

@@ -43,9 +43,9 @@ class Tvm : public Method {
   std::string name() const override { return "tvm"; }
   NetSpec net_spec(const DataInfo& data) const override;
   double target_ema_decay() const override { return options_.target_ema; }
-  // Draws: the times t, s and s' (the FM term's), the noise e, the label-dropout mask and, for
-  // labelled data, the guidance scales w.
-  std::string capture_refusal() const override;
+  // Draws: the times t, s and s' (the FM term's), the noise e (paired with the data by
+  // method.coupling), the label-dropout mask and, for labelled data, the guidance scales w.
+  std::string capture_refusal() const override { return ""; }
   LossDraws draw(const Batch& batch, torch::Generator& gen) const override;
   LossOutput loss_given(const LossContext& context, const Batch& batch, const LossDraws& draws) override;
   torch::Tensor sample(const ModuleSet& modules, const torch::Tensor& noise, const torch::Tensor& labels,
